@@ -1,0 +1,58 @@
+"""Shared OpenAPI pieces: the Error component and ready-made error responses.
+
+Each API method declares its operationId, tags and every status it documents
+with ``@extend_schema``; these helpers keep the error part of that short and
+identical everywhere.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from rest_framework import serializers
+
+
+class ErrorSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="Stable, snake_case error code, e.g. `not_found`.")
+    error = serializers.CharField(help_text="Human-readable message saying what to do.")
+    details = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()),
+        required=False,
+        help_text="On validation errors (422): messages per field.",
+    )
+
+
+_DEFAULT_DESCRIPTIONS = {
+    400: "Malformed request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    409: "Conflict",
+    422: "Validation error",
+    429: "Too many requests; see the Retry-After header",
+}
+
+
+def error(status: int, description: str | None = None) -> OpenApiResponse:
+    return OpenApiResponse(
+        response=ErrorSerializer, description=description or _DEFAULT_DESCRIPTIONS[status]
+    )
+
+
+def errors(*statuses: int) -> dict[int, OpenApiResponse]:
+    """``{status: Error response}`` for each status, with the default description."""
+    return {status: error(status) for status in statuses}
+
+
+def no_content(description: str) -> OpenApiResponse:
+    return OpenApiResponse(response=None, description=description)
+
+
+PAGE_PARAMETERS = [
+    OpenApiParameter("page", int, OpenApiParameter.QUERY, description="Page number (1-based)"),
+    OpenApiParameter(
+        "page_size",
+        int,
+        OpenApiParameter.QUERY,
+        description="Number of results per page (default 50, at most 200)",
+    ),
+]

@@ -1,0 +1,308 @@
+"""Django settings for Conduit.
+
+Everything comes from environment variables (12-factor). With nothing set, the
+service runs on an embedded default: SQLite for data, a file-system Celery
+broker and a file-based cache, so one command brings it up on a bare machine.
+Production sets DATABASE_URL, REDIS_URL, SECRET_KEY and ALLOWED_HOSTS.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from conduit.env import env_bool, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+# Where the embedded defaults keep their files (SQLite, broker queue, cache).
+VAR_DIR = Path(env_str("CONDUIT_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("DEBUG", False)
+
+_INSECURE_KEY = "conduit-insecure-development-key-do-not-use-in-production"
+SECRET_KEY = env_str("SECRET_KEY", _INSECURE_KEY)
+if not DEBUG and SECRET_KEY == _INSECURE_KEY:
+    raise ImproperlyConfigured(
+        "SECRET_KEY is not set. Set SECRET_KEY to a long random value "
+        "(python -c 'import secrets; print(secrets.token_urlsafe(50))'), "
+        "or set DEBUG=true for local development."
+    )
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    "conduit",
+    "accounts",
+    "domains",
+    "policies",
+    "webhooks",
+    "ingress",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "conduit.middleware.ApiErrorMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "conduit.urls"
+WSGI_APPLICATION = "conduit.wsgi.application"
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Data -----------------------------------------------------------------
+DATABASE_URL = env_str("DATABASE_URL")
+if DATABASE_URL:
+    try:
+        DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"DATABASE_URL is not a usable database URL: {exc}") from None
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+else:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": VAR_DIR / "conduit.sqlite3",
+            # Several processes (web, worker, beat, ingress) share the file.
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+        }
+    }
+else:
+    # File-based so that throttling counters are shared by every process.
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+        }
+    }
+
+# --- Auth -----------------------------------------------------------------
+AUTH_USER_MODEL = "accounts.Account"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 10},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "admin:login"
+
+CONDUIT_ACCESS_TOKEN_TTL = env_int("CONDUIT_ACCESS_TOKEN_TTL", 15 * 60, minimum=1)
+CONDUIT_REFRESH_TOKEN_TTL = env_int("CONDUIT_REFRESH_TOKEN_TTL", 30 * 24 * 3600, minimum=1)
+CONDUIT_PASSWORD_RESET_TTL = env_int("CONDUIT_PASSWORD_RESET_TTL", 3600, minimum=60)
+# The link put in password reset emails; {token} is replaced by the token.
+CONDUIT_PASSWORD_RESET_URL = env_str(
+    "CONDUIT_PASSWORD_RESET_URL", "https://conduit.email/reset-password?token={token}"
+)
+CONDUIT_TOTP_CHALLENGE_TTL = env_int("CONDUIT_TOTP_CHALLENGE_TTL", 300, minimum=30)
+# Failed sign-ins tolerated in one window before 429.
+CONDUIT_SIGNIN_MAX_FAILURES_PER_ACCOUNT = env_int("CONDUIT_SIGNIN_MAX_FAILURES_PER_ACCOUNT", 10)
+CONDUIT_SIGNIN_MAX_FAILURES_PER_IP = env_int("CONDUIT_SIGNIN_MAX_FAILURES_PER_IP", 50)
+CONDUIT_SIGNIN_FAILURE_WINDOW = env_int("CONDUIT_SIGNIN_FAILURE_WINDOW", 15 * 60, minimum=1)
+# Proxies whose X-Forwarded-For is believed (IPs or CIDRs). Empty: never trust it.
+CONDUIT_TRUSTED_PROXIES = env_list("CONDUIT_TRUSTED_PROXIES")
+CONDUIT_AUDIT_RETENTION_DAYS = env_int("CONDUIT_AUDIT_RETENTION_DAYS", 180, minimum=1)
+
+# --- Domains, ingress, delivery --------------------------------------------
+CONDUIT_MX_HOST = env_str("CONDUIT_MX_HOST", "mx.conduit.email")
+CONDUIT_DNS_SERVERS = env_str("CONDUIT_DNS_SERVERS")
+CONDUIT_DNS_TIMEOUT = env_float("CONDUIT_DNS_TIMEOUT", 5.0, minimum=0.1)
+
+CONDUIT_INGRESS_HOST = env_str("CONDUIT_INGRESS_HOST", "0.0.0.0")  # noqa: S104
+CONDUIT_INGRESS_PORT = env_int("CONDUIT_INGRESS_PORT", 2525, minimum=0)
+CONDUIT_MAX_MESSAGE_BYTES = env_int("CONDUIT_MAX_MESSAGE_BYTES", 25 * 1024 * 1024, minimum=1024)
+CONDUIT_MAX_RECIPIENTS = env_int("CONDUIT_MAX_RECIPIENTS", 100, minimum=1)
+CONDUIT_TLS_CERT = env_str("CONDUIT_TLS_CERT")
+CONDUIT_TLS_KEY = env_str("CONDUIT_TLS_KEY")
+CONDUIT_ALLOW_INSECURE_AUTH = env_bool("CONDUIT_ALLOW_INSECURE_AUTH", False)
+
+CONDUIT_ALLOW_PRIVATE_TARGETS = env_bool("CONDUIT_ALLOW_PRIVATE_TARGETS", False)
+CONDUIT_ALLOW_HTTP_TARGETS = env_bool("CONDUIT_ALLOW_HTTP_TARGETS", DEBUG)
+CONDUIT_DELIVERY_CONNECT_TIMEOUT = env_float("CONDUIT_DELIVERY_CONNECT_TIMEOUT", 5.0, minimum=0.1)
+CONDUIT_DELIVERY_TIMEOUT = env_float("CONDUIT_DELIVERY_TIMEOUT", 15.0, minimum=0.1)
+CONDUIT_DELIVERY_MAX_RESPONSE_BYTES = env_int("CONDUIT_DELIVERY_MAX_RESPONSE_BYTES", 20 * 1024)
+# A delivery left 'delivering' longer than this is taken to belong to a dead worker.
+CONDUIT_DELIVERY_LEASE_SECONDS = env_int("CONDUIT_DELIVERY_LEASE_SECONDS", 120, minimum=10)
+CONDUIT_SWEEP_INTERVAL = env_float("CONDUIT_SWEEP_INTERVAL", 10.0, minimum=1.0)
+CONDUIT_RAW_MESSAGE_RETENTION_DAYS = env_int("CONDUIT_RAW_MESSAGE_RETENTION_DAYS", 7, minimum=1)
+
+# --- Celery ---------------------------------------------------------------
+if REDIS_URL:
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # Longer than the longest attempt plus queueing, so an unacked task is
+        # not handed to a second worker while the first is still on it.
+        "visibility_timeout": 3600,
+    }
+else:
+    _broker_dir = VAR_DIR / "broker"
+    for _sub in ("queue", "processed"):
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "store_processed": False,
+    }
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE = {
+    "sweep-deliveries": {
+        "task": "webhooks.tasks.sweep_deliveries",
+        "schedule": CONDUIT_SWEEP_INTERVAL,
+    },
+    "purge-raw-messages": {"task": "webhooks.tasks.purge_raw_messages", "schedule": 3600.0},
+    "purge-audit-log": {"task": "accounts.tasks.purge_audit_log", "schedule": 6 * 3600.0},
+}
+
+# --- Email ----------------------------------------------------------------
+EMAIL_HOST = env_str("EMAIL_HOST")
+EMAIL_BACKEND = env_str(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend",
+)
+EMAIL_PORT = env_int("EMAIL_PORT", 587)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Conduit <no-reply@conduit.email>")
+
+# --- API ------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "accounts.authentication.BearerTokenAuthentication",
+        # Lets an operator signed in through the admin use the browsable API.
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "conduit.errors.api_exception_handler",
+    "DEFAULT_THROTTLE_RATES": {
+        "password_reset": env_str("CONDUIT_PASSWORD_RESET_RATE", "5/hour"),
+        "signup": env_str("CONDUIT_SIGNUP_RATE", "20/hour"),
+    },
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Conduit API",
+    "DESCRIPTION": (
+        "Conduit bridges inbound SMTP to outbound HTTP webhooks. This REST API manages "
+        "accounts, sessions, webhooks, and domain ownership.\n\n"
+        'Errors always have the body `{"code": "...", "error": "..."}`; validation '
+        "errors (422) add `details` per field. A body that is not JSON gets 415 "
+        "`unsupported_media_type`; malformed JSON gets 400 `bad_request`."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI's assets are served from this install, not from a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {},
+    "AUTHENTICATION_WHITELIST": ["accounts.authentication.BearerTokenAuthentication"],
+    "TAGS": [
+        {"name": "General", "description": "General system endpoints"},
+        {"name": "Sessions", "description": "Authentication and session management"},
+        {"name": "Accounts", "description": "Account management operations"},
+        {"name": "Domains", "description": "Domain management operations"},
+        {"name": "SMTP Policies", "description": "SMTP security policy management"},
+        {"name": "Webhooks", "description": "Webhook management and delivery logs"},
+        {"name": "2FA", "description": "Two-factor authentication"},
+        {"name": "API Tokens", "description": "Long-lived API token management"},
+    ],
+}
+
+# --- Static, i18n, logging ---------------------------------------------------
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        # No manifest: the admin renders even before collectstatic has run.
+        "BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"
+    },
+}
+WHITENOISE_USE_FINDERS = True
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if CONDUIT_TRUSTED_PROXIES else None
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.request": {"level": "ERROR"}},
+}

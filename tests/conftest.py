@@ -1,0 +1,82 @@
+"""Fixtures shared by every test: the cast (alice owns, bob is another account,
+charlie has nothing) and API clients signed in as them."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from django.core.cache import cache
+from django.test import override_settings
+from rest_framework.test import APIClient
+
+from accounts import services
+from accounts.models import Account
+from tests.dns_fixtures import dns_server  # noqa: F401  (a fixture)
+from tests.factories import PASSWORD, AccountFactory
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _real_services_under_ci(django_db_blocker: object) -> None:
+    """Under CI the suite must run on PostgreSQL and Redis, never the embedded fallback."""
+    from django.conf import settings
+    from django.db import connection
+
+    if os.environ.get("CI"):
+        assert connection.vendor == "postgresql", "CI must run the tests on PostgreSQL"
+        assert settings.REDIS_URL, "CI must run the tests with Redis"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fast_password_hashing() -> object:
+    """Production hashing costs ~0.3 s a password; the tests hash hundreds."""
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _clean_cache() -> None:
+    cache.clear()
+
+
+@pytest.fixture
+def password() -> str:
+    return PASSWORD
+
+
+@pytest.fixture
+def alice(db: None) -> Account:
+    return AccountFactory(email="alice@example.com")
+
+
+@pytest.fixture
+def bob(db: None) -> Account:
+    return AccountFactory(email="bob@example.org")
+
+
+@pytest.fixture
+def charlie(db: None) -> Account:
+    return AccountFactory(email="charlie@example.net")
+
+
+@pytest.fixture
+def api() -> APIClient:
+    return APIClient()
+
+
+def client_for(account: Account) -> APIClient:
+    issued = services.session_issue(account=account, ip="127.0.0.1", user_agent="tests")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {issued.access_token}")
+    client.issued = issued  # type: ignore[attr-defined]
+    return client
+
+
+@pytest.fixture
+def alice_api(alice: Account) -> APIClient:
+    return client_for(alice)
+
+
+@pytest.fixture
+def bob_api(bob: Account) -> APIClient:
+    return client_for(bob)
