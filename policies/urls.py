@@ -1,3 +1,8 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from policies import views
+
+urlpatterns = [
+    path("smtp-policies", views.SmtpPoliciesView.as_view(), name="smtp-policies"),
+    path("smtp-policies/<uuid:id>", views.SmtpPolicyView.as_view(), name="smtp-policy"),
+]
