@@ -171,8 +171,9 @@ CONDUIT_ALLOW_HTTP_TARGETS = env_bool("CONDUIT_ALLOW_HTTP_TARGETS", DEBUG)
 CONDUIT_DELIVERY_CONNECT_TIMEOUT = env_float("CONDUIT_DELIVERY_CONNECT_TIMEOUT", 5.0, minimum=0.1)
 CONDUIT_DELIVERY_TIMEOUT = env_float("CONDUIT_DELIVERY_TIMEOUT", 15.0, minimum=0.1)
 CONDUIT_DELIVERY_MAX_RESPONSE_BYTES = env_int("CONDUIT_DELIVERY_MAX_RESPONSE_BYTES", 20 * 1024)
-# A delivery left 'delivering' longer than this is taken to belong to a dead worker.
-CONDUIT_DELIVERY_LEASE_SECONDS = env_int("CONDUIT_DELIVERY_LEASE_SECONDS", 120, minimum=10)
+# A delivery left 'delivering' this long past its attempt's timeout is taken to
+# belong to a dead worker, and the sweep gives it to another.
+CONDUIT_DELIVERY_LEASE_MARGIN = env_float("CONDUIT_DELIVERY_LEASE_MARGIN", 30.0, minimum=0.5)
 CONDUIT_SWEEP_INTERVAL = env_float("CONDUIT_SWEEP_INTERVAL", 10.0, minimum=1.0)
 CONDUIT_RAW_MESSAGE_RETENTION_DAYS = env_int("CONDUIT_RAW_MESSAGE_RETENTION_DAYS", 7, minimum=1)
 

@@ -12,6 +12,13 @@ from rest_framework.test import APIClient
 
 from accounts import services
 from accounts.models import Account
+from tests.delivery_fixtures import (  # noqa: F401  (fixtures)
+    alice_domain,
+    celery_worker,
+    delivery_settings,
+    public_domain,
+    webhook,
+)
 from tests.dns_fixtures import dns_server  # noqa: F401  (a fixture)
 from tests.factories import PASSWORD, AccountFactory
 

@@ -1,3 +1,15 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from webhooks import views
+
+urlpatterns = [
+    path("webhooks", views.WebhooksView.as_view(), name="webhooks"),
+    path("webhooks/<uuid:id>", views.WebhookView.as_view(), name="webhook"),
+    path("webhooks/<uuid:id>/logs", views.DeliveryLogsView.as_view(), name="delivery-logs"),
+    path(
+        "webhooks/<uuid:id>/logs/<uuid:logId>",
+        views.DeliveryLogView.as_view(),
+        name="delivery-log",
+    ),
+    path("webhooks/<uuid:id>/simulate", views.SimulateWebhookView.as_view(), name="simulate"),
+]

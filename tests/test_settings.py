@@ -1,0 +1,102 @@
+"""Settings come from the environment and refuse bad values loudly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from conduit.env import env_bool, env_float, env_int, env_list
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_it_reads_typed_values(monkeypatch):
+    monkeypatch.setenv("X_BOOL", "yes")
+    monkeypatch.setenv("X_INT", "42")
+    monkeypatch.setenv("X_FLOAT", "1.5")
+    monkeypatch.setenv("X_LIST", "a, b,,c")
+    assert env_bool("X_BOOL") is True
+    assert env_int("X_INT", 0) == 42
+    assert env_float("X_FLOAT", 0.0) == 1.5
+    assert env_list("X_LIST") == ["a", "b", "c"]
+    assert env_int("X_MISSING", 7) == 7
+
+
+@pytest.mark.parametrize(
+    "reader,value",
+    [
+        (lambda: env_bool("X"), "maybe"),
+        (lambda: env_int("X", 1), "ten"),
+        (lambda: env_float("X", 1.0), "x"),
+    ],
+)
+def test_it_fails_loudly_on_bad_values(monkeypatch, reader, value):
+    monkeypatch.setenv("X", value)
+    with pytest.raises(ImproperlyConfigured, match="X="):
+        reader()
+
+
+def test_it_enforces_minimums(monkeypatch):
+    monkeypatch.setenv("X", "-1")
+    with pytest.raises(ImproperlyConfigured, match="minimum"):
+        env_int("X", 1, minimum=0)
+
+
+def _check(env: dict[str, str]) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG"}}
+    clean.update(env)
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_it_refuses_to_start_without_a_secret_key_in_production():
+    result = _check({})
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr
+
+
+def test_it_starts_with_a_secret_key_or_in_debug():
+    assert _check({"SECRET_KEY": "a-real-secret"}).returncode == 0
+    assert _check({"DEBUG": "true"}).returncode == 0
+
+
+def test_it_names_a_bad_variable():
+    result = _check({"SECRET_KEY": "s", "CONDUIT_DNS_TIMEOUT": "soon"})
+    assert result.returncode != 0
+    assert "CONDUIT_DNS_TIMEOUT='soon' is not a number" in result.stderr
+
+
+def test_it_falls_back_to_sqlite_and_a_serverless_broker(tmp_path):
+    code = (
+        "from django.conf import settings; "
+        "print(settings.DATABASES['default']['ENGINE']); print(settings.CELERY_BROKER_URL); "
+        "print(settings.CACHES['default']['BACKEND'])"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    env.update(
+        SECRET_KEY="s", CONDUIT_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="conduit.settings"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); " + code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    engine, broker, cache = result.stdout.split()
+    assert engine == "django.db.backends.sqlite3"
+    assert broker == "filesystem://"
+    assert cache.endswith("FileBasedCache")

@@ -1,0 +1,286 @@
+from __future__ import annotations
+
+import pytest
+
+from accounts.models import AuditLogEntry
+from domains.models import Domain
+from policies.models import SmtpSecurityPolicy
+from tests.delivery_fixtures import make_webhook
+from webhooks.models import DeliveryLog, Webhook
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def body(alice_domain, delivery_settings):
+    return {"address": "inbox@alice.example", "target_url": "https://hooks.example.com/in"}
+
+
+def create(client, body, **extra):
+    return client.post("/api/v1/webhooks", {**body, **extra}, format="json")
+
+
+def assert_422(response, field: str) -> None:
+    assert response.status_code == 422, response.content
+    assert response.json()["code"] == "validation_error"
+    assert field in response.json()["details"], response.json()
+
+
+def test_it_creates_a_webhook_and_shows_the_secret_once(alice_api, alice, body):
+    r = create(alice_api, body, rate_limit=10, custom_headers={"X-Token": "abc"})
+    assert r.status_code == 201
+    created = r.json()
+    assert created["secret"].startswith("whsec_")
+    assert len(created["secret"]) == len("whsec_") + 44
+    assert created["address"] == "inbox@alice.example"
+    assert created["active"] is True
+    assert created["rate_limit"] == 10
+    assert created["custom_headers"] == {"X-Token": "abc"}
+    assert created["smtp_security_policy_id"] is None
+    fetched = alice_api.get(f"/api/v1/webhooks/{created['id']}").json()
+    assert fetched["secret"] != created["secret"]
+    assert "****" in fetched["secret"]
+    assert alice_api.get("/api/v1/webhooks").json()[0]["id"] == created["id"]
+    assert AuditLogEntry.objects.filter(account=alice, action="webhook.created").exists()
+
+
+def test_it_keeps_a_given_secret(alice_api, body):
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    r = create(alice_api, body, secret=secret)
+    assert r.json()["secret"] == secret
+    assert Webhook.objects.get().secret == secret
+
+
+def test_it_normalises_the_address(alice_api, body):
+    r = create(alice_api, body, address="InBox@ALICE.example")
+    assert r.json()["address"] == "inbox@alice.example"
+
+
+def test_it_accepts_a_catch_all_and_a_public_domain(alice_api, body, public_domain):
+    assert create(alice_api, body, address="*@alice.example").status_code == 201
+    assert create(alice_api, body, address="alice@public.example").status_code == 201
+
+
+def test_it_refuses_an_unverified_domain(alice_api, alice, body):
+    Domain.objects.create(account=alice, name="pending.example")
+    assert_422(create(alice_api, body, address="a@pending.example"), "address")
+
+
+def test_it_refuses_another_accounts_verified_domain(alice_api, bob, body):
+    Domain.objects.create(account=bob, name="bob.example", verified=True)
+    assert_422(create(alice_api, body, address="a@bob.example"), "address")
+
+
+@pytest.mark.parametrize("address", ["no-at-sign", "a b@alice.example", "x@-bad-.com", "@x.com"])
+def test_it_refuses_malformed_addresses(alice_api, body, address):
+    assert_422(create(alice_api, body, address=address), "address")
+
+
+def test_it_refuses_a_taken_address_service_wide(alice_api, bob_api, bob, body, public_domain):
+    assert create(alice_api, body).status_code == 201
+    r = create(alice_api, body)
+    assert r.status_code == 409
+    assert r.json()["code"] == "conflict"
+    assert create(alice_api, body, address="*@alice.example").status_code == 201
+    assert create(alice_api, body, address="*@alice.example").status_code == 409
+    assert create(alice_api, body, address="x@public.example").status_code == 201
+    assert create(bob_api, body, address="x@public.example").status_code == 409
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://example.com/x", "not a url", "https://", "//example.com/x", "https://u:p@x.io/"]
+)
+def test_it_refuses_bad_target_urls(alice_api, body, url):
+    assert_422(create(alice_api, body, target_url=url), "target_url")
+
+
+def test_it_refuses_http_targets_unless_allowed(alice_api, body, settings):
+    settings.CONDUIT_ALLOW_HTTP_TARGETS = False
+    assert_422(create(alice_api, body, target_url="http://hooks.example.com/"), "target_url")
+    settings.CONDUIT_ALLOW_HTTP_TARGETS = True
+    assert create(alice_api, body, target_url="http://hooks.example.com/").status_code == 201
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Host": "evil.example"},
+        {"Content-Length": "1"},
+        {"webhook-signature": "v1,forged"},
+        {"X-Ok": "line\r\nInjected: yes"},
+        {"Bad Name": "x"},
+        {"X-Ok:": "x"},
+    ],
+)
+def test_it_refuses_bad_custom_headers(alice_api, body, headers):
+    assert_422(create(alice_api, body, custom_headers=headers), "custom_headers")
+
+
+@pytest.mark.parametrize("value", [-1, "many"])
+def test_it_refuses_a_bad_rate_limit(alice_api, body, value):
+    assert_422(create(alice_api, body, rate_limit=value), "rate_limit")
+
+
+@pytest.mark.parametrize("template", ["{% if subject %}open", "{% nosuchtag %}", "{{ x|nope }}"])
+def test_it_refuses_a_template_with_a_syntax_error(alice_api, body, template):
+    assert_422(create(alice_api, body, payload_template=template), "payload_template")
+
+
+@pytest.mark.parametrize("secret", ["plain-secret", "whsec_!!!", "whsec_c2hvcnQ="])
+def test_it_refuses_a_malformed_secret(alice_api, body, secret):
+    assert_422(create(alice_api, body, secret=secret), "secret")
+
+
+def test_it_refuses_another_accounts_policy(alice_api, bob, body):
+    policy = SmtpSecurityPolicy.objects.create(account=bob, name="bob's")
+    assert_422(
+        create(alice_api, body, smtp_security_policy_id=str(policy.id)), "smtp_security_policy_id"
+    )
+
+
+def test_it_attaches_and_clears_a_policy(alice_api, alice, body):
+    policy = SmtpSecurityPolicy.objects.create(account=alice, name="strict")
+    created = create(alice_api, body, smtp_security_policy_id=str(policy.id)).json()
+    assert created["smtp_security_policy_id"] == str(policy.id)
+    r = alice_api.put(f"/api/v1/webhooks/{created['id']}", {"clear_security_policy": True})
+    assert r.status_code == 200
+    assert r.json()["smtp_security_policy_id"] is None
+
+
+def test_it_detaches_a_deleted_policy(alice_api, alice, body):
+    policy = SmtpSecurityPolicy.objects.create(account=alice, name="strict")
+    created = create(alice_api, body, smtp_security_policy_id=str(policy.id)).json()
+    policy.delete()
+    assert (
+        alice_api.get(f"/api/v1/webhooks/{created['id']}").json()["smtp_security_policy_id"] is None
+    )
+
+
+def test_it_updates_only_the_fields_sent(alice_api, body):
+    created = create(alice_api, body, rate_limit=5).json()
+    r = alice_api.put(f"/api/v1/webhooks/{created['id']}", {"target_url": "https://new.example/x"})
+    assert r.status_code == 200
+    assert r.json()["target_url"] == "https://new.example/x"
+    assert r.json()["rate_limit"] == 5
+    assert r.json()["address"] == "inbox@alice.example"
+
+
+def test_it_refuses_an_update_to_a_taken_address(alice_api, body):
+    create(alice_api, body, address="one@alice.example")
+    second = create(alice_api, body, address="two@alice.example").json()
+    r = alice_api.put(f"/api/v1/webhooks/{second['id']}", {"address": "one@alice.example"})
+    assert r.status_code == 409
+
+
+def test_it_validates_updates_too(alice_api, body):
+    created = create(alice_api, body).json()
+    r = alice_api.put(f"/api/v1/webhooks/{created['id']}", {"rate_limit": -5})
+    assert_422(r, "rate_limit")
+
+
+def test_it_answers_404_for_another_accounts_webhook(alice_api, bob_api, body, bob):
+    created = create(alice_api, body).json()
+    url = f"/api/v1/webhooks/{created['id']}"
+    for response in (
+        bob_api.get(url),
+        bob_api.put(url, {"rate_limit": 1}),
+        bob_api.delete(url),
+        bob_api.get(url + "/logs"),
+        bob_api.post(url + "/simulate", {}),
+    ):
+        assert response.status_code == 404
+        assert response.json()["code"] == "not_found"
+    assert Webhook.objects.filter(id=created["id"]).exists()
+
+
+def test_it_deletes_a_webhook(alice_api, alice, body):
+    created = create(alice_api, body).json()
+    assert alice_api.delete(f"/api/v1/webhooks/{created['id']}").status_code == 204
+    assert not Webhook.objects.exists()
+    assert AuditLogEntry.objects.filter(account=alice, action="webhook.deleted").exists()
+
+
+def test_it_deletes_webhooks_with_their_domain(alice_api, alice_domain, body):
+    create(alice_api, body)
+    alice_domain.delete()
+    assert not Webhook.objects.exists()
+
+
+def test_it_simulates_a_delivery(alice_api, alice, alice_domain, httpserver, delivery_settings):
+    hook = make_webhook(alice, alice_domain, httpserver.url_for("/sim"))
+    httpserver.expect_request("/sim").respond_with_data("ok", status=202)
+    r = alice_api.post(
+        f"/api/v1/webhooks/{hook.id}/simulate",
+        {"from": "tester@example.net", "subject": "Grüße", "text": "Hallo"},
+    )
+    assert r.status_code == 200
+    result = r.json()
+    assert result["http_status"] == 202
+    assert result["simulated"] is True
+    assert result["error"] is None
+    assert result["duration_ms"] >= 0
+    request, _ = httpserver.log[0]
+    payload = request.get_json()
+    assert payload["simulated"] is True
+    assert payload["subject"] == "Grüße"
+    assert payload["text"].strip() == "Hallo"
+    assert "webhook-signature" in request.headers
+    log = DeliveryLog.objects.get()
+    assert log.simulated and log.sender == "tester@example.net" and log.http_status == 202
+
+
+def test_it_reports_a_failed_simulation(alice_api, alice, alice_domain, settings):
+    settings.CONDUIT_ALLOW_PRIVATE_TARGETS = False
+    hook = make_webhook(alice, alice_domain, "http://127.0.0.1:9/x")
+    result = alice_api.post(f"/api/v1/webhooks/{hook.id}/simulate", {}).json()
+    assert result["http_status"] is None
+    assert "Blocked" in result["error"]
+    assert DeliveryLog.objects.get().error == result["error"]
+
+
+def test_it_pages_delivery_logs_newest_first(
+    alice_api, alice, alice_domain, httpserver, delivery_settings
+):
+    hook = make_webhook(alice, alice_domain, httpserver.url_for("/sim"))
+    httpserver.expect_request("/sim").respond_with_data("ok")
+    for n in range(3):
+        alice_api.post(f"/api/v1/webhooks/{hook.id}/simulate", {"from": f"s{n}@example.net"})
+    r = alice_api.get(f"/api/v1/webhooks/{hook.id}/logs?page_size=2")
+    assert r.status_code == 200
+    assert [log["sender"] for log in r.json()] == ["s2@example.net", "s1@example.net"]
+    assert r["X-Total-Count"] == "3"
+    assert 'rel="next"' in r["Link"]
+    entry = r.json()[0]
+    assert set(entry) == {
+        "id",
+        "webhook_id",
+        "attempted_at",
+        "duration_ms",
+        "http_status",
+        "error",
+        "sender",
+        "smtp_message_id",
+        "simulated",
+    }
+    r = alice_api.get(f"/api/v1/webhooks/{hook.id}/logs?page=2&page_size=2")
+    assert [log["sender"] for log in r.json()] == ["s0@example.net"]
+    one = alice_api.get(f"/api/v1/webhooks/{hook.id}/logs/{entry['id']}")
+    assert one.status_code == 200 and one.json()["id"] == entry["id"]
+
+
+def test_it_answers_404_for_a_log_of_another_webhook(
+    alice_api, alice, alice_domain, httpserver, delivery_settings
+):
+    one = make_webhook(alice, alice_domain, httpserver.url_for("/a"), address="a@alice.example")
+    two = make_webhook(alice, alice_domain, httpserver.url_for("/b"), address="b@alice.example")
+    httpserver.expect_request("/a").respond_with_data("ok")
+    alice_api.post(f"/api/v1/webhooks/{one.id}/simulate", {})
+    log = DeliveryLog.objects.get()
+    r = alice_api.get(f"/api/v1/webhooks/{two.id}/logs/{log.id}")
+    assert r.status_code == 404
+
+
+def test_it_refuses_bad_paging(alice_api, alice, alice_domain):
+    hook = make_webhook(alice, alice_domain, "https://x.example/")
+    assert_422(alice_api.get(f"/api/v1/webhooks/{hook.id}/logs?page=0"), "page")
+    assert_422(alice_api.get(f"/api/v1/webhooks/{hook.id}/logs?page_size=201"), "page_size")

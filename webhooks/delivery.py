@@ -1,0 +1,345 @@
+"""The delivery engine: claim a due delivery, POST it, record the attempt.
+
+State machine (the database is the source of truth, Celery only carries ids):
+
+    pending --claim--> delivering --> delivered
+                                  \\-> pending (next_attempt_at = retry time)
+                                  \\-> failed
+
+A task claims its row with SELECT ... FOR UPDATE (SKIP LOCKED) and does nothing
+unless the row is still due, so duplicate tasks (a sweep re-send, a redelivered
+message after a worker died) are harmless. The HTTP request runs with no
+transaction or lock held; a lease on the row lets the sweep take it back if
+the worker dies in the middle.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from webhooks import outbound, ratelimit, retry
+from webhooks.models import Delivery, DeliveryLog, InboundMessage, Webhook
+from webhooks.payload import AuthResults, Envelope, build_payload
+from webhooks.signing import signature_headers
+from webhooks.templating import TemplateRenderProblem, render_payload
+
+logger = logging.getLogger(__name__)
+
+# A task enqueued but not run after this long is taken to be lost.
+REQUEUE_AFTER = timedelta(seconds=60)
+# Retries sooner than this are queued with a countdown; later ones wait for the sweep.
+COUNTDOWN_LIMIT = timedelta(seconds=60)
+# An inactive webhook's deliveries wait; they are looked at again this often.
+INACTIVE_RECHECK = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    attempt: outbound.AttemptResult
+    attempted_at: datetime
+
+
+def _lease() -> timedelta:
+    return timedelta(
+        seconds=settings.CONDUIT_DELIVERY_TIMEOUT + settings.CONDUIT_DELIVERY_LEASE_MARGIN
+    )
+
+
+def message_payload(*, message: InboundMessage, rcpt_to: list[str], simulated: bool) -> dict:
+    envelope = Envelope(
+        mail_from=message.mail_from,
+        rcpt_to=list(rcpt_to),
+        client_ip=message.client_ip,
+        helo=message.helo or None,
+    )
+    auth = AuthResults(
+        spf=message.spf_result or None,
+        dkim=list(message.dkim_domains or []),
+        smtp_auth_user=message.smtp_auth_user or None,
+    )
+    return build_payload(bytes(message.raw), envelope=envelope, auth=auth, simulated=simulated)
+
+
+def send(*, webhook: Webhook, payload: dict, webhook_message_id: str) -> SendResult:
+    """Render, sign and POST one payload: the one code path for real and simulated sends."""
+    attempted_at = timezone.now()
+    try:
+        body, content_type = render_payload(
+            template=webhook.payload_template or None, payload=payload
+        )
+    except TemplateRenderProblem as exc:
+        failed = outbound.AttemptResult(
+            http_status=None,
+            duration_ms=0,
+            error=f"The payload template failed to render: {exc}",
+            error_kind="template",
+            response_body="",
+            retry_after=None,
+        )
+        return SendResult(attempt=failed, attempted_at=attempted_at)
+    headers = dict(webhook.custom_headers or {})
+    headers.update(
+        signature_headers(
+            secret=webhook.secret,
+            msg_id=webhook_message_id,
+            timestamp=int(time.time()),
+            body=body,
+        )
+    )
+    headers["Content-Type"] = content_type
+    result = outbound.post(
+        url=webhook.target_url,
+        body=body,
+        headers=headers,
+        connect_timeout=settings.CONDUIT_DELIVERY_CONNECT_TIMEOUT,
+        total_timeout=settings.CONDUIT_DELIVERY_TIMEOUT,
+        allow_private=settings.CONDUIT_ALLOW_PRIVATE_TARGETS,
+        max_body_bytes=settings.CONDUIT_DELIVERY_MAX_RESPONSE_BYTES,
+    )
+    return SendResult(attempt=result, attempted_at=attempted_at)
+
+
+def log_attempt(
+    *,
+    webhook: Webhook,
+    sent: SendResult,
+    sender: str,
+    smtp_message_id: str,
+    delivery: Delivery | None = None,
+    attempt: int = 1,
+    simulated: bool = False,
+) -> DeliveryLog:
+    result = sent.attempt
+    log = DeliveryLog.objects.create(
+        webhook=webhook,
+        delivery=delivery,
+        attempt=attempt,
+        attempted_at=sent.attempted_at,
+        duration_ms=result.duration_ms,
+        http_status=result.http_status,
+        error=result.error or "",
+        response_body=result.response_body,
+        sender=sender,
+        smtp_message_id=smtp_message_id,
+        simulated=simulated,
+    )
+    Webhook.objects.filter(id=webhook.id).update(log_count=F("log_count") + 1)
+    return log
+
+
+# --- Claiming -----------------------------------------------------------------
+
+
+def _claim(delivery_id: uuid.UUID) -> Delivery | None:
+    """Lock the row and move it to 'delivering' if it is due; None otherwise."""
+    now = timezone.now()
+    with transaction.atomic():
+        delivery = (
+            Delivery.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("webhook", "message")
+            .filter(id=delivery_id)
+            .first()
+        )
+        if delivery is None:
+            return None  # gone, or another worker holds it right now
+        due = delivery.status == Delivery.Status.PENDING and (
+            delivery.next_attempt_at is None or delivery.next_attempt_at <= now
+        )
+        stale = (
+            delivery.status == Delivery.Status.DELIVERING
+            and delivery.leased_until is not None
+            and delivery.leased_until <= now
+        )
+        if not (due or stale):
+            return None
+        webhook = delivery.webhook
+        if not webhook.active:
+            # Kept, not dropped: reactivating the webhook delivers it.
+            delivery.status = Delivery.Status.PENDING
+            delivery.next_attempt_at = now + INACTIVE_RECHECK
+            delivery.enqueued_at = None
+            delivery.last_error = "The webhook is inactive; waiting for it to be reactivated."
+            delivery.save(update_fields=["status", "next_attempt_at", "enqueued_at", "last_error"])
+            return None
+        wait = ratelimit.acquire(webhook_id=webhook.id, limit=webhook.rate_limit)
+        if wait > 0:
+            # Over the limit: deferred, not an attempt, nothing logged.
+            delivery.status = Delivery.Status.PENDING
+            delivery.next_attempt_at = now + timedelta(seconds=wait)
+            delivery.enqueued_at = delivery.next_attempt_at
+            delivery.save(update_fields=["status", "next_attempt_at", "enqueued_at", "updated_at"])
+            transaction.on_commit(
+                lambda: enqueue(delivery_id=delivery.id, countdown=wait), robust=True
+            )
+            return None
+        delivery.status = Delivery.Status.DELIVERING
+        delivery.leased_until = now + _lease()
+        delivery.save(update_fields=["status", "leased_until", "updated_at"])
+        return delivery
+
+
+def _record(*, delivery: Delivery, sent: SendResult) -> None:
+    """Write the attempt's log and move the delivery to its next state, together."""
+    result = sent.attempt
+    attempts = delivery.attempts + 1
+    outcome = retry.classify(http_status=result.http_status, error_kind=result.error_kind)
+    if result.error_kind == "template":
+        outcome = "final"
+    now = timezone.now()
+    update: dict = {"attempts": attempts, "leased_until": None, "last_error": result.error or ""}
+    countdown: float | None = None
+    if outcome == "delivered":
+        update.update(status=Delivery.Status.DELIVERED, delivered_at=now, next_attempt_at=None)
+    elif outcome == "retry":
+        retry_after = retry.parse_retry_after(result.retry_after, now=now)
+        delay = retry.next_delay(
+            attempts_made=attempts,
+            retry_after=retry_after,
+            slow_down=result.error_kind == "timeout" or result.http_status == 429,
+        )
+        if delay is None:
+            update.update(status=Delivery.Status.FAILED, next_attempt_at=None)
+        else:
+            due = now + delay
+            short = delay <= COUNTDOWN_LIMIT
+            update.update(
+                status=Delivery.Status.PENDING,
+                next_attempt_at=due,
+                enqueued_at=due if short else None,
+            )
+            countdown = delay.total_seconds() if short else None
+    else:
+        update.update(status=Delivery.Status.FAILED, next_attempt_at=None)
+    if result.http_status is not None and not update["last_error"]:
+        update["last_error"] = f"HTTP {result.http_status}"
+    if outcome == "delivered":
+        update["last_error"] = ""
+
+    message = delivery.message
+    # The log, the delivery's new state and a 410's deactivation stand or fall together.
+    with transaction.atomic():
+        log_attempt(
+            webhook=delivery.webhook,
+            sent=sent,
+            sender=message.mail_from,
+            smtp_message_id=message.message_id_header,
+            delivery=delivery,
+            attempt=attempts,
+        )
+        Delivery.objects.filter(id=delivery.id).update(updated_at=now, **update)
+        if outcome == "gone":
+            Webhook.objects.filter(id=delivery.webhook_id).update(
+                active=False,
+                deactivated_reason=f"The target answered 410 Gone at {now:%Y-%m-%d %H:%M:%S} UTC",
+                updated_at=now,
+            )
+        if countdown is not None:
+            transaction.on_commit(
+                lambda: enqueue(delivery_id=delivery.id, countdown=countdown), robust=True
+            )
+
+
+def deliver(*, delivery_id: uuid.UUID) -> str:
+    """Run one attempt of a delivery if it is due. Returns what happened, for logs."""
+    delivery = _claim(delivery_id)
+    if delivery is None:
+        return "skipped"
+    message = delivery.message
+    if message.raw is None:
+        sent = SendResult(
+            attempt=outbound.AttemptResult(
+                http_status=None,
+                duration_ms=0,
+                error="The raw message was purged before it could be delivered.",
+                error_kind="template",
+                response_body="",
+                retry_after=None,
+            ),
+            attempted_at=timezone.now(),
+        )
+    else:
+        payload = message_payload(message=message, rcpt_to=delivery.rcpt_to, simulated=False)
+        sent = send(
+            webhook=delivery.webhook,
+            payload=payload,
+            webhook_message_id=delivery.webhook_message_id,
+        )
+    _record(delivery=delivery, sent=sent)
+    return "attempted"
+
+
+# --- Queueing -------------------------------------------------------------------
+
+
+def enqueue(*, delivery_id: uuid.UUID, countdown: float | None = None) -> bool:
+    """Put a delivery's task on the queue; False (logged) when the broker is down.
+
+    A failure here loses nothing: the row stays pending and the sweep re-sends it.
+    """
+    from webhooks.tasks import deliver_task
+
+    try:
+        deliver_task.apply_async(args=[str(delivery_id)], countdown=countdown)
+    except Exception:
+        logger.warning("Could not enqueue delivery %s; the sweep will retry", delivery_id)
+        return False
+    return True
+
+
+def sweep(*, limit: int = 500) -> int:
+    """Enqueue deliveries that are due but whose task is not (or no longer) queued."""
+    now = timezone.now()
+    due = Q(status=Delivery.Status.PENDING, next_attempt_at__lte=now) & (
+        Q(enqueued_at__isnull=True) | Q(enqueued_at__lte=now - REQUEUE_AFTER)
+    )
+    stale = Q(status=Delivery.Status.DELIVERING, leased_until__lte=now)
+    with transaction.atomic():
+        ids = list(
+            Delivery.objects.select_for_update(skip_locked=True)
+            .filter(due | stale)
+            .order_by("next_attempt_at")
+            .values_list("id", flat=True)[:limit]
+        )
+        # A dead worker's row goes back to pending, so the claim treats it as due.
+        Delivery.objects.filter(id__in=ids, status=Delivery.Status.DELIVERING).update(
+            status=Delivery.Status.PENDING, next_attempt_at=now, leased_until=None
+        )
+        Delivery.objects.filter(id__in=ids).update(enqueued_at=now)
+    for delivery_id in ids:
+        enqueue(delivery_id=delivery_id)
+    return len(ids)
+
+
+def redeliver(*, delivery: Delivery) -> None:
+    """Operator replay: the same delivery (same webhook-id) becomes due now."""
+    now = timezone.now()
+    Delivery.objects.filter(id=delivery.id).update(
+        status=Delivery.Status.PENDING,
+        next_attempt_at=now,
+        enqueued_at=now,
+        leased_until=None,
+        updated_at=now,
+    )
+    transaction.on_commit(lambda: enqueue(delivery_id=delivery.id), robust=True)
+
+
+def purge_raw_messages(*, older_than_days: int) -> int:
+    """Drop raw MIME past retention; a message still waiting to be delivered keeps it."""
+    now = timezone.now()
+    unfinished = [Delivery.Status.PENDING, Delivery.Status.DELIVERING]
+    return (
+        InboundMessage.objects.filter(
+            received_at__lt=now - timedelta(days=older_than_days), raw__isnull=False
+        )
+        .exclude(deliveries__status__in=unfinished)
+        .update(raw=None, raw_purged_at=now)
+    )

@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Webhook(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    account = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webhooks"
+    )
+    # Deleting a domain deletes the webhooks whose addresses use it.
+    domain = models.ForeignKey("domains.Domain", on_delete=models.CASCADE, related_name="webhooks")
+    name = models.CharField(max_length=100, blank=True)
+    # Lower-case `local@domain`, or `*@domain` for a catch-all; unique service-wide.
+    address = models.CharField(max_length=320, unique=True)
+    target_url = models.URLField(max_length=2048)
+    secret = models.CharField(max_length=200)
+    custom_headers = models.JSONField(default=dict, blank=True)
+    payload_template = models.TextField(blank=True)
+    rate_limit = models.PositiveIntegerField(
+        default=0, help_text="Deliveries per minute; 0 = no limit"
+    )
+    # A deleted policy detaches itself: never silently keep enforcing it.
+    smtp_security_policy = models.ForeignKey(
+        "policies.SmtpSecurityPolicy",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="webhooks",
+    )
+    active = models.BooleanField(default=True)
+    deactivated_reason = models.CharField(max_length=300, blank=True)
+    # Kept with every log write so that listing logs never needs COUNT(*).
+    log_count = models.BigIntegerField(default=0, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [models.Index(fields=["account", "created_at"])]
+
+    def __str__(self) -> str:
+        return self.address
+
+
+class InboundMessage(models.Model):
+    """One accepted SMTP transaction: the raw MIME and what the session knew."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    mail_from = models.CharField(max_length=320, blank=True)
+    rcpt_to = models.JSONField(default=list)
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+    helo = models.CharField(max_length=255, blank=True)
+    # Emptied after CONDUIT_RAW_MESSAGE_RETENTION_DAYS; the logs stay.
+    raw = models.BinaryField(null=True, blank=True)
+    raw_purged_at = models.DateTimeField(null=True, blank=True)
+    size = models.PositiveIntegerField(default=0)
+    message_id_header = models.CharField(max_length=998, blank=True)
+    spf_result = models.CharField(max_length=20, blank=True)
+    dkim_domains = models.JSONField(default=list, blank=True)
+    smtp_auth_user = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        verbose_name = "inbound message"
+
+    def __str__(self) -> str:
+        return f"{self.mail_from or '<>'} → {', '.join(self.rcpt_to)}"
+
+
+class Delivery(models.Model):
+    """A message on its way to one webhook; its id is the stable `webhook-id`."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERING = "delivering"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    message = models.ForeignKey(InboundMessage, on_delete=models.CASCADE, related_name="deliveries")
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    # The envelope recipients of the message that resolved to this webhook.
+    rcpt_to = models.JSONField(default=list)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # When the current task was put on the queue; the sweep re-sends it if it
+    # is still waiting long after that (broker down, task lost).
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    # A 'delivering' row past its lease belongs to a worker that died.
+    leased_until = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        constraints = [
+            models.UniqueConstraint(fields=["message", "webhook"], name="one_delivery_per_webhook")
+        ]
+        indexes = [
+            # The sweep's scan: only unfinished rows are in this index.
+            models.Index(
+                fields=["next_attempt_at"],
+                name="delivery_due_idx",
+                condition=Q(status__in=["pending", "delivering"]),
+            ),
+            models.Index(fields=["status", "-created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"delivery {self.id} ({self.status})"
+
+    @property
+    def webhook_message_id(self) -> str:
+        return f"msg_{self.id.hex}"
+
+
+class DeliveryLog(models.Model):
+    """One HTTP attempt (or simulation): what was sent where and what came back."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="logs")
+    delivery = models.ForeignKey(
+        Delivery, on_delete=models.SET_NULL, null=True, blank=True, related_name="logs"
+    )
+    attempt = models.PositiveIntegerField(default=1)
+    attempted_at = models.DateTimeField()
+    duration_ms = models.PositiveIntegerField(default=0)
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    response_body = models.TextField(blank=True)
+    sender = models.CharField(max_length=320, blank=True)
+    smtp_message_id = models.CharField(max_length=998, blank=True)
+    simulated = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [models.Index(fields=["webhook", "-attempted_at", "-id"], name="log_page_idx")]
+
+    def __str__(self) -> str:
+        return f"log {self.id} ({self.http_status or self.error[:40]})"

@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+from django.conf import settings
+from rest_framework import serializers
+
+from webhooks import validation
+from webhooks.models import DeliveryLog, Webhook
+from webhooks.signing import mask_secret
+from webhooks.templating import TemplateSyntaxProblem, validate_template
+
+MAX_TEMPLATE = 64 * 1024
+
+
+class _WebhookFieldsSerializer(serializers.Serializer):
+    """Field rules shared by create and update; ownership rules live in services."""
+
+    name = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    address = serializers.CharField(
+        max_length=320, help_text="`name@domain` on a verified or public domain, or `*@domain`."
+    )
+    target_url = serializers.CharField(max_length=2048)
+    secret = serializers.CharField(
+        max_length=200,
+        required=False,
+        help_text="`whsec_` + base64; generated when omitted. Returned whole on create only.",
+    )
+    custom_headers = serializers.DictField(
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False),
+        required=False,
+        help_text="Extra request headers (not Host, Content-*, User-Agent or webhook-*).",
+    )
+    payload_template = serializers.CharField(
+        max_length=MAX_TEMPLATE, required=False, allow_blank=True, trim_whitespace=False
+    )
+    rate_limit = serializers.IntegerField(
+        min_value=0, max_value=1_000_000, required=False, help_text="Per minute; 0 = no limit"
+    )
+    smtp_security_policy_id = serializers.UUIDField(required=False, allow_null=True)
+    active = serializers.BooleanField(required=False)
+
+    def validate_address(self, value: str) -> str:
+        try:
+            local, domain = validation.split_address(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+        return f"{local}@{domain}"
+
+    def validate_target_url(self, value: str) -> str:
+        try:
+            validation.check_target_url(value, allow_http=settings.CONDUIT_ALLOW_HTTP_TARGETS)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+        return value
+
+    def validate_custom_headers(self, value: dict) -> dict:
+        try:
+            return validation.check_custom_headers(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+    def validate_secret(self, value: str) -> str:
+        try:
+            validation.check_secret(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+        return value
+
+    def validate_payload_template(self, value: str) -> str:
+        try:
+            validate_template(value)
+        except TemplateSyntaxProblem as exc:
+            raise serializers.ValidationError(str(exc)) from None
+        return value
+
+
+class CreateWebhookRequestSerializer(_WebhookFieldsSerializer):
+    pass
+
+
+class UpdateWebhookRequestSerializer(_WebhookFieldsSerializer):
+    """Fields left out keep their values."""
+
+    address = serializers.CharField(max_length=320, required=False)
+    target_url = serializers.CharField(max_length=2048, required=False)
+    clear_security_policy = serializers.BooleanField(
+        required=False, help_text="true detaches the SMTP security policy."
+    )
+
+
+class WebhookResponseSerializer(serializers.ModelSerializer):
+    smtp_security_policy_id = serializers.UUIDField(allow_null=True)
+    secret = serializers.SerializerMethodField(
+        help_text="Whole in the create response only; masked afterwards."
+    )
+    custom_headers = serializers.DictField(child=serializers.CharField())
+
+    class Meta:
+        model = Webhook
+        fields = [
+            "id",
+            "name",
+            "address",
+            "target_url",
+            "secret",
+            "custom_headers",
+            "payload_template",
+            "rate_limit",
+            "smtp_security_policy_id",
+            "active",
+            "created_at",
+            "updated_at",
+        ]
+
+    def get_secret(self, obj: Webhook) -> str:
+        return obj.secret if self.context.get("show_secret") else mask_secret(obj.secret)
+
+
+class DeliveryLogResponseSerializer(serializers.ModelSerializer):
+    webhook_id = serializers.UUIDField()
+    http_status = serializers.IntegerField(allow_null=True)
+    error = serializers.CharField(allow_blank=True)
+
+    class Meta:
+        model = DeliveryLog
+        fields = [
+            "id",
+            "webhook_id",
+            "attempted_at",
+            "duration_ms",
+            "http_status",
+            "error",
+            "sender",
+            "smtp_message_id",
+            "simulated",
+        ]
+
+
+class SimulateWebhookRequestSerializer(serializers.Serializer):
+    # "from" is a Python keyword; get_fields() below gives the field its public name.
+    from_ = serializers.CharField(max_length=320, required=False, default="sender@example.com")
+    subject = serializers.CharField(
+        max_length=998, required=False, default="Test message", allow_blank=True
+    )
+    text = serializers.CharField(
+        max_length=100_000,
+        required=False,
+        default="This is a simulated message from Conduit.",
+        allow_blank=True,
+        trim_whitespace=False,
+    )
+
+    def get_fields(self) -> dict:
+        fields = super().get_fields()
+        fields["from"] = fields.pop("from_")
+        return fields
+
+
+class SimulateWebhookResponseSerializer(serializers.Serializer):
+    http_status = serializers.IntegerField(allow_null=True)
+    duration_ms = serializers.IntegerField()
+    error = serializers.CharField(allow_null=True)
+    simulated = serializers.BooleanField()

@@ -1,0 +1,245 @@
+"""Writes of the webhooks app: webhooks themselves, simulation, accepted messages."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from accounts.models import Account
+from accounts.services import audit_record
+from conduit.errors import Conflict, Unprocessable
+from domains.models import Domain
+from policies.models import SmtpSecurityPolicy
+from webhooks import delivery
+from webhooks.models import Delivery, DeliveryLog, InboundMessage, Webhook
+from webhooks.payload import AuthResults, Envelope, build_payload, build_simulated_message
+from webhooks.signing import generate_secret
+
+ADDRESS_TAKEN = "This address already has a webhook; choose another address."
+_AUDITED_FIELDS = [
+    "name",
+    "address",
+    "target_url",
+    "custom_headers",
+    "payload_template",
+    "rate_limit",
+    "smtp_security_policy_id",
+    "active",
+]
+
+
+def _domain_for_address(*, account: Account, address: str) -> Domain:
+    domain_name = address.rpartition("@")[2]
+    domain = (
+        Domain.objects.filter(name=domain_name)
+        .filter(Q(account=account, verified=True) | Q(is_public=True))
+        .order_by("-verified")
+        .first()
+    )
+    if domain is None:
+        raise Unprocessable(
+            f"{domain_name} is not a verified domain of this account nor a public domain; "
+            "claim and verify it first (POST /api/v1/domains).",
+            details={"address": [f"{domain_name} is not a verified or public domain"]},
+        )
+    return domain
+
+
+def _policy_for_account(*, account: Account, policy_id: uuid.UUID) -> SmtpSecurityPolicy:
+    policy = SmtpSecurityPolicy.objects.filter(account=account, id=policy_id).first()
+    if policy is None:
+        raise Unprocessable(
+            "No SMTP security policy with this id in this account.",
+            details={"smtp_security_policy_id": ["No such policy in this account"]},
+        )
+    return policy
+
+
+def _save_unique(webhook: Webhook, **kwargs: object) -> None:
+    try:
+        with transaction.atomic():
+            webhook.save(**kwargs)
+    except IntegrityError:
+        # Another request took the address between our check and the insert.
+        raise Conflict(ADDRESS_TAKEN) from None
+
+
+def webhook_create(*, account: Account, data: dict, ip: str | None) -> Webhook:
+    address = data["address"]
+    domain = _domain_for_address(account=account, address=address)
+    if Webhook.objects.filter(address=address).exists():
+        raise Conflict(ADDRESS_TAKEN)
+    policy_id = data.get("smtp_security_policy_id")
+    webhook = Webhook(
+        account=account,
+        domain=domain,
+        name=data.get("name", ""),
+        address=address,
+        target_url=data["target_url"],
+        secret=data.get("secret") or generate_secret(),
+        custom_headers=data.get("custom_headers", {}),
+        payload_template=data.get("payload_template", ""),
+        rate_limit=data.get("rate_limit", 0),
+        smtp_security_policy=(
+            _policy_for_account(account=account, policy_id=policy_id) if policy_id else None
+        ),
+        active=data.get("active", True),
+    )
+    _save_unique(webhook)
+    audit_record(
+        account=account,
+        action="webhook.created",
+        ip=ip,
+        webhook_id=str(webhook.id),
+        address=address,
+    )
+    return webhook
+
+
+def webhook_update(*, webhook: Webhook, data: dict, ip: str | None) -> Webhook:
+    account = webhook.account
+    before = {field: getattr(webhook, field) for field in _AUDITED_FIELDS}
+    was_active = webhook.active
+    if "address" in data and data["address"] != webhook.address:
+        webhook.domain = _domain_for_address(account=account, address=data["address"])
+        if Webhook.objects.filter(address=data["address"]).exclude(id=webhook.id).exists():
+            raise Conflict(ADDRESS_TAKEN)
+        webhook.address = data["address"]
+    for field in ("name", "target_url", "custom_headers", "payload_template", "rate_limit"):
+        if field in data:
+            setattr(webhook, field, data[field])
+    if data.get("secret"):
+        webhook.secret = data["secret"]
+    if data.get("clear_security_policy"):
+        webhook.smtp_security_policy = None
+    elif data.get("smtp_security_policy_id"):
+        webhook.smtp_security_policy = _policy_for_account(
+            account=account, policy_id=data["smtp_security_policy_id"]
+        )
+    if "active" in data:
+        webhook.active = data["active"]
+        if webhook.active:
+            webhook.deactivated_reason = ""
+    _save_unique(webhook)
+    if webhook.active and not was_active:
+        # Deliveries held while the webhook was inactive go out now.
+        now = timezone.now()
+        held = Delivery.objects.filter(webhook=webhook, status=Delivery.Status.PENDING)
+        held.update(next_attempt_at=now, enqueued_at=None)
+        transaction.on_commit(delivery.sweep, robust=True)
+    changed = sorted(f for f in _AUDITED_FIELDS if getattr(webhook, f) != before[f])
+    if data.get("secret"):
+        changed.append("secret")
+    audit_record(
+        account=account,
+        action="webhook.updated",
+        ip=ip,
+        webhook_id=str(webhook.id),
+        changed=changed,
+    )
+    return webhook
+
+
+def webhook_delete(*, webhook: Webhook, ip: str | None) -> None:
+    audit_record(
+        account=webhook.account,
+        action="webhook.deleted",
+        ip=ip,
+        webhook_id=str(webhook.id),
+        address=webhook.address,
+    )
+    webhook.delete()
+
+
+def webhook_simulate(*, webhook: Webhook, mail_from: str, subject: str, text: str) -> DeliveryLog:
+    """Deliver a synthetic message now, through the same render/sign/send path."""
+    to = webhook.address.replace("*@", "test@", 1)
+    message_id = f"<simulated-{uuid.uuid4().hex}@conduit.invalid>"
+    raw = build_simulated_message(
+        mail_from=mail_from, to=to, subject=subject, text=text, message_id=message_id
+    )
+    payload = build_payload(
+        raw,
+        envelope=Envelope(mail_from=mail_from, rcpt_to=[to], client_ip=None, helo=None),
+        auth=AuthResults(),
+        simulated=True,
+    )
+    sent = delivery.send(
+        webhook=webhook, payload=payload, webhook_message_id=f"msg_sim_{uuid.uuid4().hex}"
+    )
+    with transaction.atomic():
+        return delivery.log_attempt(
+            webhook=webhook,
+            sent=sent,
+            sender=mail_from,
+            smtp_message_id=message_id,
+            simulated=True,
+        )
+
+
+# --- Accepting mail (called by the SMTP ingress) ------------------------------
+
+
+@dataclass(frozen=True)
+class AcceptedMessage:
+    message: InboundMessage
+    delivery_ids: list[uuid.UUID]
+
+
+def message_accept(
+    *,
+    raw: bytes,
+    mail_from: str,
+    recipients: dict[Webhook, list[str]],
+    client_ip: str | None,
+    helo: str,
+    message_id_header: str,
+    spf_result: str = "",
+    dkim_domains: list[str] | None = None,
+    smtp_auth_user: str = "",
+) -> AcceptedMessage:
+    """Store a message and one pending delivery per webhook, then enqueue them.
+
+    One transaction: either the message and all its deliveries exist (and the
+    sender gets 250) or nothing does (and the sender retries). Tasks go on the
+    queue only after the commit, so a worker never looks for an unwritten row.
+    """
+    now = timezone.now()
+    all_rcpts = [rcpt for rcpts in recipients.values() for rcpt in rcpts]
+    with transaction.atomic():
+        message = InboundMessage.objects.create(
+            mail_from=mail_from,
+            rcpt_to=all_rcpts,
+            client_ip=client_ip,
+            helo=helo,
+            raw=raw,
+            size=len(raw),
+            message_id_header=message_id_header[:998],
+            spf_result=spf_result,
+            dkim_domains=dkim_domains or [],
+            smtp_auth_user=smtp_auth_user,
+        )
+        deliveries = Delivery.objects.bulk_create(
+            [
+                Delivery(
+                    message=message,
+                    webhook=webhook,
+                    rcpt_to=rcpts,
+                    next_attempt_at=now,
+                    enqueued_at=now,
+                )
+                for webhook, rcpts in recipients.items()
+            ]
+        )
+        ids = [d.id for d in deliveries]
+
+        def enqueue_all() -> None:
+            for delivery_id in ids:
+                delivery.enqueue(delivery_id=delivery_id)
+
+        transaction.on_commit(enqueue_all, robust=True)
+    return AcceptedMessage(message=message, delivery_ids=ids)

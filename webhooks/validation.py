@@ -1,0 +1,108 @@
+"""Rules for what a webhook may be configured with (plain functions, no Django)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from urllib.parse import urlsplit
+
+from policies.checks import normalise_domain_name
+
+CATCH_ALL = "*"
+_LOCAL_PART = re.compile(r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# Headers Conduit sets itself or that would break the HTTP framing.
+RESERVED_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "content-type",
+        "content-encoding",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+        "proxy-authorization",
+        "proxy-connection",
+        "user-agent",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    }
+)
+MAX_HEADERS = 20
+MAX_HEADER_VALUE = 1000
+
+
+def split_address(value: str) -> tuple[str, str]:
+    """``(local, domain)`` of a webhook address, normalised; ValueError says what is wrong.
+
+    ``*@domain`` is a catch-all. Addresses are lower-case: mail systems treat
+    local parts case-insensitively in practice, and so does recipient matching.
+    """
+    text = value.strip()
+    local, at, domain = text.rpartition("@")
+    if not at or not local or not domain:
+        raise ValueError(f"'{text}' is not an email address; write it as name@your-domain.com")
+    local = local.lower()
+    if len(local) > 64:
+        raise ValueError("The part before @ is longer than 64 characters")
+    if local != CATCH_ALL and not _LOCAL_PART.match(local):
+        raise ValueError(
+            f"'{local}' is not a valid mailbox name; use letters, digits and . _ + - "
+            "(or * for a catch-all)"
+        )
+    return local, normalise_domain_name(domain)
+
+
+def check_target_url(url: str, *, allow_http: bool) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("The target URL must be an absolute http(s) URL")
+    if parts.scheme == "http" and not allow_http:
+        raise ValueError("The target URL must use https")
+    if parts.username or parts.password:
+        raise ValueError("Put credentials in custom_headers, not in the URL")
+
+
+def check_custom_headers(headers: dict) -> dict[str, str]:
+    if len(headers) > MAX_HEADERS:
+        raise ValueError(f"At most {MAX_HEADERS} custom headers are allowed")
+    problems = []
+    clean: dict[str, str] = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _TOKEN.match(name):
+            problems.append(f"'{name}' is not a valid header name (letters, digits and -)")
+            continue
+        if name.lower() in RESERVED_HEADERS:
+            problems.append(f"'{name}' is set by Conduit and cannot be overridden")
+            continue
+        if not isinstance(value, str):
+            problems.append(f"The value of '{name}' must be a string")
+            continue
+        if any(ch in value for ch in "\r\n\0"):
+            problems.append(f"The value of '{name}' contains a line break or NUL")
+            continue
+        if len(value) > MAX_HEADER_VALUE:
+            problems.append(f"The value of '{name}' is longer than {MAX_HEADER_VALUE} characters")
+            continue
+        clean[name] = value
+    if problems:
+        raise ValueError("; ".join(problems))
+    return clean
+
+
+def check_secret(secret: str) -> None:
+    """A Standard Webhooks secret: ``whsec_`` + base64 of 24 to 64 random bytes."""
+    if not secret.startswith("whsec_"):
+        raise ValueError("The secret must start with whsec_ followed by base64 (or omit it)")
+    try:
+        key = base64.b64decode(secret[len("whsec_") :], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("The part after whsec_ must be valid base64") from None
+    if not 24 <= len(key) <= 64:
+        raise ValueError("The secret must encode 24 to 64 bytes (32 recommended)")

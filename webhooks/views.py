@@ -1,0 +1,206 @@
+"""Webhooks, their delivery logs and simulated deliveries."""
+
+from __future__ import annotations
+
+import uuid
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from conduit.net import client_ip
+from conduit.pagination import PAGE_PARAMETERS_NOTE, paginate
+from conduit.schema import PAGE_PARAMETERS, error, errors, no_content
+from webhooks import selectors, services
+from webhooks.serializers import (
+    CreateWebhookRequestSerializer,
+    DeliveryLogResponseSerializer,
+    SimulateWebhookRequestSerializer,
+    SimulateWebhookResponseSerializer,
+    UpdateWebhookRequestSerializer,
+    WebhookResponseSerializer,
+)
+
+_TAGS = ["Webhooks"]
+
+
+class WebhooksView(APIView):
+    @extend_schema(
+        operation_id="listWebhooks",
+        tags=_TAGS,
+        summary="List webhooks",
+        description="The account's webhooks, oldest first. Secrets are masked.",
+        responses={
+            200: OpenApiResponse(
+                WebhookResponseSerializer(many=True), description="List of webhooks"
+            ),
+            **errors(401),
+        },
+    )
+    def get(self, request: Request) -> Response:
+        webhooks = selectors.webhook_list(account=request.user)
+        return Response(WebhookResponseSerializer(webhooks, many=True).data)
+
+    @extend_schema(
+        operation_id="createWebhook",
+        tags=_TAGS,
+        summary="Create webhook",
+        description="Registers `address` (on a domain this account has verified, or a public "
+        "domain; `*@domain` is a catch-all) to POST each message to `target_url`. The "
+        "signing secret is generated when omitted (`whsec_` + base64 of 32 bytes) and "
+        "returned whole in this response only. `payload_template` is a Django template "
+        "rendered on the default payload's fields, with a `json` filter; the body is sent "
+        "as application/json when the result parses as JSON, else as text/plain. "
+        "`rate_limit` is deliveries per minute (0 = unlimited); deliveries over it wait, "
+        "they are never dropped.",
+        request=CreateWebhookRequestSerializer,
+        responses={
+            201: OpenApiResponse(WebhookResponseSerializer, description="Webhook created"),
+            401: error(401),
+            409: error(409, "Address already registered"),
+            422: error(422),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        serializer = CreateWebhookRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        webhook = services.webhook_create(
+            account=request.user, data=serializer.validated_data, ip=client_ip(request)
+        )
+        body = WebhookResponseSerializer(webhook, context={"show_secret": True}).data
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class WebhookView(APIView):
+    @extend_schema(
+        operation_id="getWebhook",
+        tags=_TAGS,
+        summary="Get webhook",
+        responses={
+            200: OpenApiResponse(WebhookResponseSerializer, description="Webhook details"),
+            **errors(401, 404),
+        },
+    )
+    def get(self, request: Request, id: uuid.UUID) -> Response:
+        webhook = selectors.get_webhook_for_account(account=request.user, webhook_id=id)
+        return Response(WebhookResponseSerializer(webhook).data)
+
+    @extend_schema(
+        operation_id="updateWebhook",
+        tags=_TAGS,
+        summary="Update webhook",
+        description="Fields left out keep their values. `clear_security_policy: true` "
+        "detaches the SMTP security policy. Reactivating a webhook (`active: true`) sends "
+        "the messages that waited while it was inactive.",
+        request=UpdateWebhookRequestSerializer,
+        responses={
+            200: OpenApiResponse(WebhookResponseSerializer, description="Updated webhook"),
+            401: error(401),
+            404: error(404),
+            409: error(409, "Address already registered"),
+            422: error(422),
+        },
+    )
+    def put(self, request: Request, id: uuid.UUID) -> Response:
+        webhook = selectors.get_webhook_for_account(account=request.user, webhook_id=id)
+        serializer = UpdateWebhookRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        webhook = services.webhook_update(
+            webhook=webhook, data=serializer.validated_data, ip=client_ip(request)
+        )
+        return Response(WebhookResponseSerializer(webhook).data)
+
+    @extend_schema(
+        operation_id="deleteWebhook",
+        tags=_TAGS,
+        summary="Delete webhook",
+        description="Deletes the webhook with its pending deliveries and its logs.",
+        responses={204: no_content("Webhook deleted"), **errors(401, 404)},
+    )
+    def delete(self, request: Request, id: uuid.UUID) -> Response:
+        webhook = selectors.get_webhook_for_account(account=request.user, webhook_id=id)
+        services.webhook_delete(webhook=webhook, ip=client_ip(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class DeliveryLogsView(APIView):
+    @extend_schema(
+        operation_id="listDeliveryLogs",
+        tags=_TAGS,
+        summary="List delivery logs for a webhook",
+        description="One entry per delivery attempt or simulation, newest first. "
+        + PAGE_PARAMETERS_NOTE,
+        parameters=PAGE_PARAMETERS,
+        responses={
+            200: OpenApiResponse(
+                DeliveryLogResponseSerializer(many=True), description="List of delivery logs"
+            ),
+            401: error(401),
+            404: error(404, "Webhook not found"),
+        },
+    )
+    def get(self, request: Request, id: uuid.UUID) -> Response:
+        webhook = selectors.get_webhook_for_account(account=request.user, webhook_id=id)
+        page = paginate(
+            request, selectors.delivery_log_list(webhook=webhook), total=webhook.log_count
+        )
+        return Response(
+            DeliveryLogResponseSerializer(page.items, many=True).data, headers=page.headers
+        )
+
+
+class DeliveryLogView(APIView):
+    @extend_schema(
+        operation_id="getDeliveryLog",
+        tags=_TAGS,
+        summary="Get a single delivery log entry",
+        responses={
+            200: OpenApiResponse(DeliveryLogResponseSerializer, description="Delivery log entry"),
+            **errors(401, 404),
+        },
+    )
+    def get(self, request: Request, id: uuid.UUID, logId: uuid.UUID) -> Response:
+        webhook = selectors.get_webhook_for_account(account=request.user, webhook_id=id)
+        log = selectors.get_delivery_log_for_webhook(webhook=webhook, log_id=logId)
+        return Response(DeliveryLogResponseSerializer(log).data)
+
+
+class SimulateWebhookView(APIView):
+    @extend_schema(
+        operation_id="simulateWebhook",
+        tags=_TAGS,
+        summary="Simulate an incoming email and trigger the webhook",
+        description="Constructs a synthetic email message and delivers it to the webhook "
+        "target, recording the result in the delivery log with a simulated flag. The request "
+        "goes through the same template, headers and signing as real deliveries, once, "
+        "without retries; `http_status` and `error` tell how it went.",
+        request=SimulateWebhookRequestSerializer,
+        responses={
+            200: OpenApiResponse(
+                SimulateWebhookResponseSerializer,
+                description="Delivery attempt completed (check http_status / error for outcome)",
+            ),
+            401: error(401),
+            404: error(404, "Webhook not found"),
+        },
+    )
+    def post(self, request: Request, id: uuid.UUID) -> Response:
+        webhook = selectors.get_webhook_for_account(account=request.user, webhook_id=id)
+        serializer = SimulateWebhookRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        log = services.webhook_simulate(
+            webhook=webhook, mail_from=data["from"], subject=data["subject"], text=data["text"]
+        )
+        return Response(
+            SimulateWebhookResponseSerializer(
+                {
+                    "http_status": log.http_status,
+                    "duration_ms": log.duration_ms,
+                    "error": log.error or None,
+                    "simulated": True,
+                }
+            ).data
+        )
