@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import smtplib
+
+import pytest
+
+from tests.delivery_fixtures import make_webhook
+from tests.webhooks.test_delivery import wait_for
+from webhooks.models import Delivery, InboundMessage
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_it_accepts_and_delivers_a_message(
+    ingress, alice, alice_domain, httpserver, delivery_settings, celery_worker
+):
+    make_webhook(alice, alice_domain, httpserver.url_for("/hook"))
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    with smtplib.SMTP("127.0.0.1", ingress.port) as smtp:
+        code, _ = smtp.ehlo("sender.example")
+        assert code == 250
+        features = smtp.esmtp_features
+        assert {"size", "8bitmime", "smtputf8"} <= set(features)
+        smtp.sendmail(
+            "sender@example.net",
+            ["inbox@alice.example"],
+            b"Subject: hi\r\nMessage-ID: <m1@example.net>\r\n\r\nhello\r\n",
+        )
+    message = InboundMessage.objects.get()
+    assert message.message_id_header == "<m1@example.net>"
+    wait_for(lambda: Delivery.objects.filter(status=Delivery.Status.DELIVERED).exists())
+    payload = httpserver.log[0][0].get_json()
+    assert payload["subject"] == "hi"
+    assert payload["envelope"]["helo"] == "sender.example"
+
+
+def test_it_refuses_an_unknown_recipient(ingress, alice, alice_domain, delivery_settings):
+    make_webhook(alice, alice_domain, "http://127.0.0.1:9/")
+    with smtplib.SMTP("127.0.0.1", ingress.port) as smtp:
+        smtp.ehlo("sender.example")
+        smtp.mail("sender@example.net")
+        code, text = smtp.rcpt("nobody@alice.example")
+        assert code == 550
+        assert text.startswith(b"5.1.1")
