@@ -80,3 +80,25 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
             ApiToken.objects.filter(id=api_token.id).update(last_used_at=now)
             api_token.last_used_at = now
         return api_token.account, api_token
+
+
+class TwoFactorSessionAuthentication(authentication.SessionAuthentication):
+    """A Django session (admin or browsable-API login) counts only once it passed 2FA.
+
+    /api-auth/login/ asks for the password alone; without this, an account with
+    2FA on could use the API (and create API tokens) with its password only.
+    The admin login asks for the code, and OTPMiddleware marks such a session
+    verified.
+    """
+
+    def authenticate(self, request: Request) -> tuple[Account, None] | None:
+        result = super().authenticate(request)
+        if result is None:
+            return None
+        # Imported here: twofactor imports the services, which import conduit.errors.
+        from accounts.twofactor import totp_is_enabled
+
+        account = result[0]
+        if not account.is_verified() and totp_is_enabled(account=account):
+            return None
+        return result

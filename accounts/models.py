@@ -5,6 +5,7 @@ import uuid
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
 from django.db import models
 from django.db.models.functions import Lower
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 
 class AccountManager(BaseUserManager["Account"]):
@@ -135,3 +136,64 @@ class AuditLogEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+# --- Two-factor authentication -------------------------------------------------
+
+
+class AccountTOTPDevice(TOTPDevice):
+    """django-otp's TOTP device with its per-device back-off turned off.
+
+    Wrong codes are counted by ``accounts.throttling``, like wrong passwords,
+    and the client gets 429 with Retry-After. django-otp's own back-off would
+    instead refuse even the right code for a while after a typo, and the client
+    would only ever hear "wrong code". Replay protection (``last_t``) is kept.
+    """
+
+    class Meta:
+        proxy = True
+        verbose_name = "TOTP device"
+
+    def get_throttle_factor(self) -> int:
+        return 0
+
+
+class BackupCode(models.Model):
+    """One single-use 2FA backup code, stored only as a hash.
+
+    django-otp's StaticToken keeps its codes in clear text, which is why
+    backup codes live here instead.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="backup_codes")
+    code_hash = models.CharField(max_length=64)
+    used_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["account", "code_hash"])]
+
+    def __str__(self) -> str:
+        return f"backup code of {self.account_id}"
+
+
+class TotpChallenge(models.Model):
+    """Proof that the password of a 2FA account was right, waiting for the code.
+
+    Issued by sign-in instead of tokens; valid a few minutes and used once.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="+")
+    token_hash = models.CharField(max_length=64, unique=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "TOTP challenge"
+
+    def __str__(self) -> str:
+        return f"TOTP challenge for {self.account_id}"

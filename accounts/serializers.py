@@ -135,3 +135,47 @@ class AuditLogEntryResponseSerializer(serializers.ModelSerializer):
     class Meta:
         model = AuditLogEntry
         fields = ["id", "action", "ip", "metadata", "created_at"]
+
+
+# --- Two-factor authentication ----------------------------------------------------
+
+_CODE_HELP = (
+    "The current 6-digit code from the authenticator app, or an unused backup code "
+    "(e.g. `k7m2q-x9fhd`; case, spaces and dashes do not matter)."
+)
+
+
+class TOTPCodeRequestSerializer(serializers.Serializer):
+    code = serializers.CharField(max_length=32, help_text=_CODE_HELP)
+
+
+class CompleteTOTPSessionRequestSerializer(serializers.Serializer):
+    totp_token = serializers.CharField(
+        max_length=256, help_text="The challenge returned by POST /api/v1/sessions."
+    )
+    code = serializers.CharField(max_length=32, help_text=_CODE_HELP)
+
+
+class SetupTOTPResponseSerializer(serializers.Serializer):
+    secret = serializers.CharField(help_text="Base32 secret, for typing into the app by hand.")
+    otpauth_url = serializers.CharField(
+        help_text="`otpauth://totp/Conduit:<email>?secret=...&issuer=Conduit`"
+    )
+    qr_code_png = serializers.CharField(help_text="The otpauth URL as a QR code: base64 PNG.")
+
+
+class BackupCodesResponseSerializer(serializers.Serializer):
+    backup_codes = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Ten single-use codes, shown only now; each replaces a TOTP code once.",
+    )
+
+
+class TOTPChallengeResponseSerializer(serializers.Serializer):
+    totp_required = serializers.BooleanField(
+        help_text="Always true: the password was right, and a TOTP code is needed."
+    )
+    totp_token = serializers.CharField(
+        help_text="Send it with a code to POST /api/v1/sessions/2fa within 5 minutes (by "
+        "default); it works once."
+    )

@@ -6,6 +6,7 @@ import ipaddress
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.auth.hashers import check_password, make_password
@@ -34,6 +35,9 @@ from accounts.tokens import (
     new_token,
 )
 from conduit.errors import Conflict, Unauthorized, Unprocessable
+
+if TYPE_CHECKING:
+    from accounts.twofactor import IssuedTotpChallenge
 
 logger = logging.getLogger(__name__)
 
@@ -372,9 +376,16 @@ def api_token_delete(*, api_token: ApiToken, ip: str | None) -> None:
     api_token.delete()
 
 
-def session_sign_in(*, email: str, password: str, ip: str | None, user_agent: str) -> IssuedSession:
-    """Password sign-in. The two-factor step, when enabled, hooks in here."""
+def session_sign_in(
+    *, email: str, password: str, ip: str | None, user_agent: str
+) -> IssuedSession | IssuedTotpChallenge:
+    """Password sign-in: a session, or with 2FA on a challenge that a code completes."""
+    # Imported here: twofactor builds on this module.
+    from accounts import twofactor
+
     account = account_authenticate(email=email, password=password, ip=ip)
+    if twofactor.totp_is_enabled(account=account):
+        return twofactor.totp_challenge_create(account=account, ip=ip)
     issued = session_issue(account=account, ip=ip, user_agent=user_agent)
     audit_record(account=account, action="session.signed_in", ip=ip, method="password")
     return issued

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from accounts import views
+from accounts import views, views_2fa
 
 urlpatterns = [
     path("ping", views.PingView.as_view(), name="ping"),
@@ -18,4 +18,13 @@ urlpatterns = [
     path("accounts/me/audit-log", views.AuditLogView.as_view(), name="audit-log"),
     path("sessions", views.SessionsView.as_view(), name="sessions"),
     path("sessions/refresh", views.RefreshSessionView.as_view(), name="sessions-refresh"),
+    path("accounts/me/2fa", views_2fa.TotpView.as_view(), name="totp"),
+    path("accounts/me/2fa/setup", views_2fa.TotpSetupView.as_view(), name="totp-setup"),
+    path("accounts/me/2fa/enable", views_2fa.TotpEnableView.as_view(), name="totp-enable"),
+    path(
+        "accounts/me/2fa/backup-codes",
+        views_2fa.BackupCodesView.as_view(),
+        name="totp-backup-codes",
+    ),
+    path("sessions/2fa", views_2fa.TotpSessionView.as_view(), name="sessions-2fa"),
 ]

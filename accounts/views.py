@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from django.db import transaction
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -30,8 +30,10 @@ from accounts.serializers import (
     RefreshSessionRequestSerializer,
     RequestPasswordResetRequestSerializer,
     SessionResponseSerializer,
+    TOTPChallengeResponseSerializer,
     UpdateTimezoneRequestSerializer,
 )
+from accounts.twofactor import IssuedTotpChallenge
 from conduit.errors import Unauthorized
 from conduit.net import client_ip
 from conduit.pagination import PAGE_PARAMETERS_NOTE, paginate
@@ -281,7 +283,11 @@ class SessionsView(APIView):
         request=CreateSessionRequestSerializer,
         responses={
             200: OpenApiResponse(
-                SessionResponseSerializer,
+                PolymorphicProxySerializer(
+                    component_name="CreateSessionResponse",
+                    serializers=[SessionResponseSerializer, TOTPChallengeResponseSerializer],
+                    resource_type_field_name=None,
+                ),
                 description="Either a full session (access_token + refresh_token) or a TOTP "
                 "challenge when 2FA is enabled on the account.",
             ),
@@ -290,13 +296,16 @@ class SessionsView(APIView):
     )
     def post(self, request: Request) -> Response:
         data = _credentials(CreateSessionRequestSerializer, request)
-        issued = services.session_sign_in(
+        result = services.session_sign_in(
             email=data["email"],
             password=data["password"],
             ip=client_ip(request),
             user_agent=_user_agent(request),
         )
-        return Response(_session_body(issued))
+        if isinstance(result, IssuedTotpChallenge):
+            body = {"totp_required": True, "totp_token": result.totp_token}
+            return Response(TOTPChallengeResponseSerializer(body).data)
+        return Response(_session_body(result))
 
     @extend_schema(
         operation_id="deleteSession",

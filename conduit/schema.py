@@ -7,6 +7,7 @@ identical everywhere.
 
 from __future__ import annotations
 
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 from rest_framework import serializers
 
@@ -56,3 +57,29 @@ PAGE_PARAMETERS = [
         description="Number of results per page (default 50, at most 200)",
     ),
 ]
+
+
+class ConduitAutoSchema(AutoSchema):
+    """Documents request bodies on DELETE too.
+
+    Sign-out, account deletion and disabling 2FA take a JSON body (a refresh
+    token, a confirmation, a code); drf-spectacular leaves DELETE bodies out by
+    default, which would hide them from generated clients.
+    """
+
+    def get_request_serializer(self) -> object:
+        # Reached only when extend_schema(request=...) did not name one: a
+        # DELETE then has no body (instead of a guessed serializer).
+        if self.method == "DELETE":
+            return None
+        return super().get_request_serializer()
+
+    def _get_request_body(self, direction: str = "request") -> dict | None:
+        if self.method != "DELETE" or self.get_request_serializer() is None:
+            return super()._get_request_body(direction)
+        self.method = "POST"
+        try:
+            body = super()._get_request_body(direction)
+        finally:
+            self.method = "DELETE"
+        return body

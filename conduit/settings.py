@@ -175,6 +175,9 @@ CONDUIT_DELIVERY_MAX_RESPONSE_BYTES = env_int("CONDUIT_DELIVERY_MAX_RESPONSE_BYT
 # belong to a dead worker, and the sweep gives it to another.
 CONDUIT_DELIVERY_LEASE_MARGIN = env_float("CONDUIT_DELIVERY_LEASE_MARGIN", 30.0, minimum=0.5)
 CONDUIT_SWEEP_INTERVAL = env_float("CONDUIT_SWEEP_INTERVAL", 10.0, minimum=1.0)
+# A pending delivery whose task was enqueued this many seconds ago and has not
+# run is taken to be lost (broker down, worker died); the sweep enqueues it again.
+CONDUIT_REQUEUE_AFTER = env_float("CONDUIT_REQUEUE_AFTER", 60.0, minimum=1.0)
 CONDUIT_RAW_MESSAGE_RETENTION_DAYS = env_int("CONDUIT_RAW_MESSAGE_RETENTION_DAYS", 7, minimum=1)
 
 # --- Celery ---------------------------------------------------------------
@@ -244,7 +247,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "accounts.authentication.BearerTokenAuthentication",
         # Lets an operator signed in through the admin use the browsable API.
-        "rest_framework.authentication.SessionAuthentication",
+        "accounts.authentication.TwoFactorSessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
@@ -252,7 +255,7 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "conduit.schema.ConduitAutoSchema",
     "EXCEPTION_HANDLER": "conduit.errors.api_exception_handler",
     "DEFAULT_THROTTLE_RATES": {
         "password_reset": env_str("CONDUIT_PASSWORD_RESET_RATE", "5/hour"),

@@ -29,6 +29,21 @@ IMPLEMENTED = {
     "listAPITokens",
     "createAPIToken",
     "deleteAPIToken",
+    "setupTOTP",
+    "enableTOTP",
+    "disableTOTP",
+    "regenerateBackupCodes",
+    "completeTOTPSession",
+    "listDomains",
+    "createDomainClaim",
+    "getDomain",
+    "deleteDomain",
+    "verifyDomain",
+    "listSmtpSecurityPolicies",
+    "createSmtpSecurityPolicy",
+    "getSmtpSecurityPolicy",
+    "updateSmtpSecurityPolicy",
+    "deleteSmtpSecurityPolicy",
 }
 
 
