@@ -34,8 +34,6 @@ from webhooks.templating import TemplateRenderProblem, render_payload
 
 logger = logging.getLogger(__name__)
 
-# A task enqueued but not run after this long is taken to be lost.
-REQUEUE_AFTER = timedelta(seconds=60)
 # Retries sooner than this are queued with a countdown; later ones wait for the sweep.
 COUNTDOWN_LIMIT = timedelta(seconds=60)
 # An inactive webhook's deliveries wait; they are looked at again this often.
@@ -46,6 +44,11 @@ INACTIVE_RECHECK = timedelta(hours=1)
 class SendResult:
     attempt: outbound.AttemptResult
     attempted_at: datetime
+
+
+def _requeue_after() -> timedelta:
+    # A task enqueued but not run after this long is taken to be lost.
+    return timedelta(seconds=settings.CONDUIT_REQUEUE_AFTER)
 
 
 def _lease() -> timedelta:
@@ -299,7 +302,7 @@ def sweep(*, limit: int = 500) -> int:
     """Enqueue deliveries that are due but whose task is not (or no longer) queued."""
     now = timezone.now()
     due = Q(status=Delivery.Status.PENDING, next_attempt_at__lte=now) & (
-        Q(enqueued_at__isnull=True) | Q(enqueued_at__lte=now - REQUEUE_AFTER)
+        Q(enqueued_at__isnull=True) | Q(enqueued_at__lte=now - _requeue_after())
     )
     stale = Q(status=Delivery.Status.DELIVERING, leased_until__lte=now)
     with transaction.atomic():
