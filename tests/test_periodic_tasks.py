@@ -1,0 +1,32 @@
+"""Beat schedules the sweep and the purges, and Celery is set up for at-least-once."""
+
+from __future__ import annotations
+
+from conduit.celery import app
+
+
+def setup_module() -> None:
+    # What a worker does at start: find every app's tasks module.
+    app.loader.import_default_modules()
+
+
+def test_it_schedules_the_sweep_and_the_purges():
+    schedule = {entry["task"]: entry["schedule"] for entry in app.conf.beat_schedule.values()}
+    assert schedule["webhooks.tasks.sweep_deliveries"] == 10.0
+    assert schedule["webhooks.tasks.purge_raw_messages"] == 3600.0
+    assert schedule["accounts.tasks.purge_audit_log"] == 6 * 3600.0
+    registered = set(app.tasks)
+    assert set(schedule) <= registered
+
+
+def test_it_acks_late_and_prefetches_one():
+    assert app.conf.task_acks_late is True
+    assert app.conf.task_reject_on_worker_lost is True
+    assert app.conf.worker_prefetch_multiplier == 1
+    delivery_task = app.tasks["webhooks.tasks.deliver"]
+    assert delivery_task.acks_late is True
+
+
+def test_it_keeps_unacked_tasks_longer_than_the_longest_attempt(settings):
+    visibility = app.conf.broker_transport_options["visibility_timeout"]
+    assert visibility > settings.CONDUIT_DELIVERY_TIMEOUT + settings.CONDUIT_DELIVERY_LEASE_MARGIN
