@@ -306,9 +306,6 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = True
 
-# Django 6's default for admin URL fields, opted into now.
-FORMS_URLFIELD_ASSUME_HTTPS = True
-
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -46,6 +46,7 @@ class WebhookAdmin(admin.ModelAdmin):
     exclude = ["secret"]
     raw_id_fields = ["account", "domain", "smtp_security_policy"]
     inlines = [RecentLogsInline]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
 
 @admin.register(Delivery)
