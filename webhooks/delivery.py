@@ -270,12 +270,28 @@ def deliver(*, delivery_id: uuid.UUID) -> str:
             attempted_at=timezone.now(),
         )
     else:
-        payload = message_payload(message=message, rcpt_to=delivery.rcpt_to, simulated=False)
-        sent = send(
-            webhook=delivery.webhook,
-            payload=payload,
-            webhook_message_id=delivery.webhook_message_id,
-        )
+        try:
+            payload = message_payload(message=message, rcpt_to=delivery.rcpt_to, simulated=False)
+            sent = send(
+                webhook=delivery.webhook,
+                payload=payload,
+                webhook_message_id=delivery.webhook_message_id,
+            )
+        except Exception:
+            # A bug must cost an attempt (and end in 'failed'), not loop forever
+            # through lease expiry with nothing in the log.
+            logger.exception("Delivery %s crashed", delivery.id)
+            sent = SendResult(
+                attempt=outbound.AttemptResult(
+                    http_status=None,
+                    duration_ms=0,
+                    error="Internal error while preparing the delivery; it has been logged.",
+                    error_kind="other",
+                    response_body="",
+                    retry_after=None,
+                ),
+                attempted_at=timezone.now(),
+            )
     _record(delivery=delivery, sent=sent)
     return "attempted"
 

@@ -34,6 +34,8 @@ Decisions
   parameters (file names, charsets) do use the stdlib, but only for values up to 8 KiB; a
   longer (hostile) value gets a crude linear parse instead. The stdlib parser itself still
   parses every part's Content-Type once, so ingress should cap header sizes anyway.
+* Leading and trailing blanks of a header value are insignificant (RFC 5322 folding
+  whitespace) and are stripped.
 * **Raw 8-bit header bytes** (SMTPUTF8 or just sloppy mailers) are decoded as UTF-8 when
   valid, otherwise as windows-1252 (with ISO-8859-1 for the five bytes cp1252 leaves undefined).
 * **Charsets**: a part labelled ``us-ascii`` or not labelled at all is decoded as UTF-8 if
@@ -77,11 +79,20 @@ Decisions
   ``filename`` is decoded from RFC 2231 or RFC 2047 (``None`` if absent); it is untrusted
   sender input and must be sanitised before touching a file system.
 * **Simulated messages** are 7-bit: RFC 2047 encoded headers and a quoted-printable UTF-8
-  body, except that a non-ASCII ``mail_from``/``to`` switches the headers to raw UTF-8
-  (RFC 6532), because encoded words are not allowed inside an address. CR/LF and other
-  control characters in header inputs become spaces and lone surrogates become U+FFFD.
-  ``set_content`` terminates the body with a newline, so ``text`` round-trips with a
-  trailing ``"\\n"``.
+  body, except that a non-ASCII *address* (not just a display name) in ``mail_from``/``to``
+  switches the headers to raw UTF-8 (RFC 6532), because encoded words are not allowed inside
+  an address. CR/LF and other control characters in header inputs become spaces (so no
+  header injection) and lone surrogates become U+FFFD. A given ``message_id`` is reduced to
+  the characters valid in a msg-id (atext, ``.``, ``@``, ``[]``) and wrapped in ``<>``; if
+  nothing is left a fresh ``make_msgid`` id (domain from ``mail_from``) is used. A long
+  non-ASCII Subject is encoded with ``email.header.Header``: ``policy.default``'s folder
+  separates encoded words with the original space, which RFC 2047 decoders must drop, so
+  "meeting tomorrow" would arrive as "meetingtomorrow". Garbage addresses can crash the
+  stdlib address parser (IndexError/AttributeError); then the message is written by hand
+  (``_build_by_hand``: non-ASCII From/To raw UTF-8, Subject RFC 2047, same body encoding).
+  Every line break in ``text`` (anything ``str.splitlines`` splits on) becomes LF and the
+  last line is terminated too, so ``text`` round-trips as
+  ``"".join(line + "\\n" for line in text.splitlines())`` (``"\\n"`` for an empty text).
 """
 
 from __future__ import annotations
@@ -316,7 +327,7 @@ def _unfold(value: str) -> str:
 def _decode_header(value: Any) -> str:
     """A header value, unfolded, with raw 8-bit bytes and encoded words decoded."""
     try:
-        value = _unfold(str(value))
+        value = _unfold(str(value)).strip(" \t")
         if "=?" in value:
             value = _decode_encoded_words(value)
         return _scrub_surrogates(value)
@@ -858,6 +869,9 @@ _SIMULATED_POLICY_UTF8 = _SIMULATED_POLICY.clone(utf8=True)
 _HEADER_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\u2028\u2029\x85]+")
 _DOMAIN_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 _FALLBACK_MSGID_DOMAIN = "conduit.invalid"
+_SUBJECT_PLACEHOLDER = "conduit-subject-placeholder-7f3a9c"
+# Anything but RFC 5322 atext, "." and "@" (and the "[]" of a domain literal).
+_MSGID_JUNK_RE = re.compile(r"[^A-Za-z0-9!#$%&'*+/=?^_`{|}~.@\[\]-]")
 
 
 def _header_input(value: str) -> str:
@@ -876,9 +890,19 @@ def _msgid_domain(mail_from: str) -> str:
     return domain if "@" in address and _DOMAIN_RE.match(domain) else _FALLBACK_MSGID_DOMAIN
 
 
+def _has_non_ascii_address(value: str) -> bool:
+    """Whether an address (not just a display name) needs RFC 6532 raw UTF-8 headers."""
+    if value.isascii():
+        return False
+    try:
+        return any(not address.isascii() for _, address in getaddresses([value]))
+    except Exception:
+        return True
+
+
 def _message_id(message_id: str | None, mail_from: str) -> str:
     if message_id is not None:
-        core = _header_input(message_id).replace(" ", "").strip("<>")
+        core = _MSGID_JUNK_RE.sub("", str(message_id).strip().strip("<>"))
         if core:
             return f"<{core}>"
     return make_msgid(domain=_msgid_domain(mail_from))
@@ -886,10 +910,26 @@ def _message_id(message_id: str | None, mail_from: str) -> str:
 
 def _build_with_email_package(headers: list[tuple[str, str]], text: str, utf8: bool) -> bytes:
     message = EmailMessage(policy=_SIMULATED_POLICY_UTF8 if utf8 else _SIMULATED_POLICY)
+    encoded_subject = None
     for name, value in headers:
+        if name == "Subject" and not utf8 and not value.isascii():
+            # policy.default folds long non-ASCII text into encoded words separated by the
+            # original space, which RFC 2047 decoders must drop ("a b" arrives as "ab").
+            # email.header.Header splits inside the encoded text instead, so we splice its
+            # output in place of a placeholder.
+            encoded_subject = Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
+            value = _SUBJECT_PLACEHOLDER
         message[name] = value
     message.set_content(text, charset="utf-8", cte="quoted-printable")
-    return message.as_bytes()
+    raw = message.as_bytes()
+    if encoded_subject is None:
+        return raw
+    head, separator, body = raw.partition(b"\r\n\r\n")
+    placeholder = f"\r\nSubject: {_SUBJECT_PLACEHOLDER}\r\n".encode("ascii")
+    if placeholder not in head + b"\r\n":
+        raise ValueError("subject placeholder was not written verbatim")
+    replacement = f"\r\nSubject: {encoded_subject}\r\n".encode("ascii")
+    return (head + b"\r\n").replace(placeholder, replacement, 1)[:-2] + separator + body
 
 
 def _build_by_hand(headers: list[tuple[str, str]], text: str) -> bytes:
@@ -937,8 +977,10 @@ def build_simulated_message(
         ("Date", format_datetime(datetime.now(UTC))),
         ("Message-ID", _message_id(message_id, mail_from)),
     ]
-    body = _scrub_surrogates(str(text))
-    utf8 = not (mail_from.isascii() and to.isascii())
+    # Normalise every kind of line break (CR, FF, U+2028, ...) ourselves: the email package
+    # only treats some of them as line breaks, which would make the round trip unpredictable.
+    body = "".join(f"{line}\n" for line in _scrub_surrogates(str(text)).splitlines())
+    utf8 = _has_non_ascii_address(mail_from) or _has_non_ascii_address(to)
     try:
         return _build_with_email_package(headers, body, utf8)
     except Exception:

@@ -394,3 +394,17 @@ def test_it_purges_raw_messages_after_retention_but_keeps_logs(webhook, httpserv
     # A message still waiting for delivery keeps its content.
     assert InboundMessage.objects.get(id=waiting.message_id).raw is not None
     assert DeliveryLog.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_it_counts_a_crash_as_an_attempt(webhook, monkeypatch):
+    def explode(**kwargs):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(delivery, "message_payload", explode)
+    accept(webhook)
+    delivery.deliver(delivery_id=only_delivery().id)
+    d = only_delivery()
+    assert d.status == Delivery.Status.PENDING
+    assert d.attempts == 1
+    assert "Internal error" in DeliveryLog.objects.get().error
