@@ -13,9 +13,10 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 
+from django import db
 from django.conf import settings
 from django.contrib.auth.hashers import check_password
-from django.db import DatabaseError, close_old_connections
+from django.db import close_old_connections
 
 from domains.services import dns_resolver
 from policies import checks, mailauth
@@ -213,7 +214,7 @@ def accept_message(message: MessageInput) -> str:
             dkim_domains=dkim_domains,
             smtp_auth_user=message.identity.username if message.identity else "",
         )
-    except DatabaseError:
+    except db.Error:  # OperationalError, InterfaceError: no usable connection
         logger.exception("Database unavailable while accepting a message")
         return DB_UNAVAILABLE
     return f"250 2.0.0 Ok: queued as {accepted.message.id.hex}"

@@ -7,14 +7,13 @@ import dns.nameserver
 import pytest
 
 from domains.dns import CheckFailure, check_domain_ownership, make_resolver, parse_dns_servers
-from tests.dns_fixtures import dns_server  # noqa: F401
 
 TOKEN = "conduit-verify=4f9c2e7a1b"
 MX_HOST = "mx.conduit.email"
 
 
 @pytest.fixture
-def resolver(dns_server):  # noqa: F811
+def resolver(dns_server):
     return make_resolver(servers=dns_server.servers, timeout=2.0)
 
 
@@ -32,13 +31,13 @@ def check(resolver, domain="example.com", **kwargs):
 # --- success --------------------------------------------------------------------------------
 
 
-def test_it_verifies_a_domain_with_the_right_txt_and_mx(dns_server, resolver):  # noqa: F811
+def test_it_verifies_a_domain_with_the_right_txt_and_mx(dns_server, resolver):
     publish_valid(dns_server)
 
     assert check(resolver) == []
 
 
-def test_it_finds_the_token_among_several_txt_records(dns_server, resolver):  # noqa: F811
+def test_it_finds_the_token_among_several_txt_records(dns_server, resolver):
     dns_server.add_txt("_conduit-verify.example.com", "google-site-verification=abc")
     dns_server.add_txt("_conduit-verify.example.com", TOKEN)
     dns_server.add_mx("example.com", 10, MX_HOST)
@@ -46,14 +45,14 @@ def test_it_finds_the_token_among_several_txt_records(dns_server, resolver):  # 
     assert check(resolver) == []
 
 
-def test_it_joins_a_txt_record_split_into_character_strings(dns_server, resolver):  # noqa: F811
+def test_it_joins_a_txt_record_split_into_character_strings(dns_server, resolver):
     dns_server.add_txt("_conduit-verify.example.com", TOKEN[:10], TOKEN[10:])
     dns_server.add_mx("example.com", 10, MX_HOST)
 
     assert check(resolver) == []
 
 
-def test_it_ignores_case_and_trailing_dots_of_mx_hosts(dns_server, resolver):  # noqa: F811
+def test_it_ignores_case_and_trailing_dots_of_mx_hosts(dns_server, resolver):
     dns_server.add_txt("_conduit-verify.example.com", TOKEN)
     dns_server.add_mx("example.com", 10, "MX.Conduit.EMAIL.")
 
@@ -64,7 +63,7 @@ def test_it_ignores_case_and_trailing_dots_of_mx_hosts(dns_server, resolver):  #
     assert failures == []
 
 
-def test_it_accepts_a_matching_mx_among_others(dns_server, resolver):  # noqa: F811
+def test_it_accepts_a_matching_mx_among_others(dns_server, resolver):
     dns_server.add_txt("_conduit-verify.example.com", TOKEN)
     dns_server.add_mx("example.com", 5, "mx.other.net")
     dns_server.add_mx("example.com", 20, MX_HOST)
@@ -72,7 +71,7 @@ def test_it_accepts_a_matching_mx_among_others(dns_server, resolver):  # noqa: F
     assert check(resolver, mx_priority=20) == []
 
 
-def test_it_queries_only_the_configured_server(dns_server, resolver):  # noqa: F811
+def test_it_queries_only_the_configured_server(dns_server, resolver):
     publish_valid(dns_server)
 
     check(resolver)
@@ -86,7 +85,7 @@ def test_it_queries_only_the_configured_server(dns_server, resolver):  # noqa: F
 # --- failures -------------------------------------------------------------------------------
 
 
-def test_it_reports_nxdomain_for_both_checks(dns_server, resolver):  # noqa: F811
+def test_it_reports_nxdomain_for_both_checks(dns_server, resolver):
     failures = check(resolver, domain="missing.example")
 
     assert failures == [
@@ -114,7 +113,7 @@ def test_it_reports_nxdomain_for_both_checks(dns_server, resolver):  # noqa: F81
 
 
 def test_it_reports_no_answer_when_the_names_exist_without_those_records(
-    dns_server,  # noqa: F811
+    dns_server,
     resolver,
 ):
     dns_server.add_a("example.com", "192.0.2.1")
@@ -131,7 +130,7 @@ def test_it_reports_no_answer_when_the_names_exist_without_those_records(
     )
 
 
-def test_it_reports_a_wrong_txt_value_with_what_was_found(dns_server, resolver):  # noqa: F811
+def test_it_reports_a_wrong_txt_value_with_what_was_found(dns_server, resolver):
     dns_server.add_txt("_conduit-verify.example.com", "conduit-verify=old")
     dns_server.add_txt("_conduit-verify.example.com", "something-else")
     dns_server.add_mx("example.com", 10, MX_HOST)
@@ -149,7 +148,7 @@ def test_it_reports_a_wrong_txt_value_with_what_was_found(dns_server, resolver):
     assert failures[0].message.endswith(f"expected a TXT record with value {TOKEN}")
 
 
-def test_it_reports_a_wrong_mx_host_listing_what_was_found(dns_server, resolver):  # noqa: F811
+def test_it_reports_a_wrong_mx_host_listing_what_was_found(dns_server, resolver):
     dns_server.add_txt("_conduit-verify.example.com", TOKEN)
     dns_server.add_mx("example.com", 10, "mx.other.net")
 
@@ -169,7 +168,7 @@ def test_it_reports_a_wrong_mx_host_listing_what_was_found(dns_server, resolver)
     ]
 
 
-def test_it_lists_every_wrong_mx_host_sorted_by_priority(dns_server, resolver):  # noqa: F811
+def test_it_lists_every_wrong_mx_host_sorted_by_priority(dns_server, resolver):
     dns_server.add_txt("_conduit-verify.example.com", TOKEN)
     dns_server.add_mx("example.com", 20, "mx2.other.net")
     dns_server.add_mx("example.com", 10, "mx1.other.net")
@@ -180,7 +179,7 @@ def test_it_lists_every_wrong_mx_host_sorted_by_priority(dns_server, resolver): 
     assert failure.message.startswith("MX records for example.com point to mx1.other.net")
 
 
-def test_it_reports_a_wrong_priority_when_the_host_matches(dns_server, resolver):  # noqa: F811
+def test_it_reports_a_wrong_priority_when_the_host_matches(dns_server, resolver):
     dns_server.add_txt("_conduit-verify.example.com", TOKEN)
     dns_server.add_mx("example.com", 20, MX_HOST)
 
@@ -200,7 +199,7 @@ def test_it_reports_a_wrong_priority_when_the_host_matches(dns_server, resolver)
     ]
 
 
-def test_it_reports_both_failures_together(dns_server, resolver):  # noqa: F811
+def test_it_reports_both_failures_together(dns_server, resolver):
     dns_server.add_txt("_conduit-verify.example.com", "wrong")
     dns_server.add_mx("example.com", 10, "mx.other.net")
 
@@ -209,7 +208,7 @@ def test_it_reports_both_failures_together(dns_server, resolver):  # noqa: F811
     assert [(f.check, f.reason) for f in failures] == [("txt", "wrong_value"), ("mx", "wrong_host")]
 
 
-def test_it_reports_a_timeout_with_the_configured_limit(dns_server):  # noqa: F811
+def test_it_reports_a_timeout_with_the_configured_limit(dns_server):
     dns_server.set_timeout("_conduit-verify.example.com")
     dns_server.add_mx("example.com", 10, MX_HOST)
     resolver = make_resolver(servers=dns_server.servers, timeout=0.3)

@@ -1,12 +1,39 @@
 from __future__ import annotations
 
 import asyncio
+import smtplib
+import ssl
+import subprocess
 import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+from celery.contrib.testing.worker import start_worker
 from django.db import connection
 
+from accounts.models import Account
+from conduit.celery import app as celery_app
+from domains.models import Domain
 from ingress.server import serve
+from policies import services as policy_services
+from policies.checks import parse_credentials
+from policies.models import SmtpSecurityPolicy
+from tests.delivery_fixtures import make_webhook
+from tests.ingress.processes import (
+    BEAT_READY,
+    INGRESS_READY,
+    WORKER_READY,
+    PrivateRedis,
+    Service,
+    TcpProxy,
+    beat_argv,
+    ingress_argv,
+    service_database_url,
+    service_env,
+    worker_argv,
+)
+from webhooks.models import Webhook
 
 
 class RunningIngress:
@@ -47,19 +74,120 @@ class RunningIngress:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(10)
 
+    def smtp(self) -> smtplib.SMTP:
+        return smtplib.SMTP("127.0.0.1", self.port, local_hostname="sender.example", timeout=20)
+
 
 @pytest.fixture
-def ingress(transactional_db, settings):
-    settings.CONDUIT_ALLOW_INSECURE_AUTH = True
-    server = RunningIngress().start()
-    yield server
-    server.stop()
+def start_ingress(transactional_db: None) -> Iterator[Callable[[], RunningIngress]]:
+    """Start the in-thread ingress once the test has set what it needs: settings are
+    read when the server starts, as `manage.py ingress` reads them once."""
+    servers: list[RunningIngress] = []
+
+    def start() -> RunningIngress:
+        server = RunningIngress().start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
     close_other_sessions()
 
 
+@pytest.fixture(scope="module")
+def _module_celery_worker(django_db_setup, django_db_blocker):
+    with django_db_blocker.unblock():
+        celery_app.control.purge()
+        with start_worker(
+            celery_app, pool="solo", concurrency=1, perform_ping_check=False, shutdown_timeout=10
+        ) as worker:
+            yield worker
+
+
+@pytest.fixture
+def celery_worker(_module_celery_worker, transactional_db):
+    """A real Celery worker (in a thread) on the real Redis broker, as in
+    tests/delivery_fixtures.py, but one per module: stopping one takes a second."""
+    return _module_celery_worker
+
+
+@pytest.fixture
+def ingress(start_ingress, settings) -> RunningIngress:
+    settings.CONDUIT_ALLOW_INSECURE_AUTH = True
+    return start_ingress()
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for localhost and 127.0.0.1, made with openssl."""
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return str(cert), str(key)
+
+
+@pytest.fixture
+def tls_client_context(tls_files) -> ssl.SSLContext:
+    """What a sender that trusts our test certificate uses for STARTTLS."""
+    return ssl.create_default_context(cafile=tls_files[0])
+
+
+@pytest.fixture
+def tls_ingress(start_ingress, settings, tls_files) -> RunningIngress:
+    """The ingress as in production: STARTTLS on, AUTH only over TLS."""
+    settings.CONDUIT_TLS_CERT, settings.CONDUIT_TLS_KEY = tls_files
+    settings.CONDUIT_ALLOW_INSECURE_AUTH = False
+    return start_ingress()
+
+
+@pytest.fixture
+def mailauth_settings(settings, dns_server):
+    """SPF and DKIM lookups go to the loopback test DNS server, and give up quickly."""
+    settings.CONDUIT_DNS_SERVERS = dns_server.address
+    settings.CONDUIT_DNS_TIMEOUT = 1.0
+    return settings
+
+
+def make_policy(account: Account, *, credentials: str = "", **fields) -> SmtpSecurityPolicy:
+    """A policy made the way the API makes it, so passwords are hashed as in production."""
+    return policy_services.smtp_policy_create(
+        account=account,
+        name=fields.pop("name", "Test policy"),
+        ip="127.0.0.1",
+        smtp_credentials=parse_credentials(credentials) if credentials else (),
+        **fields,
+    )
+
+
+def hook(account: Account, domain: Domain, url: str, address: str, **fields: object) -> Webhook:
+    return make_webhook(account, domain, url, address=address, **fields)
+
+
 def close_other_sessions() -> None:
-    """The ingress's worker threads keep their own connections; the process would
-    close them at exit, but the test database must be free to be dropped."""
+    """The ingress's worker threads and the service subprocesses keep their own
+    connections; the test database must be free to be dropped."""
     if connection.vendor != "postgresql":
         return
     with connection.cursor() as cursor:
@@ -67,3 +195,81 @@ def close_other_sessions() -> None:
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
+
+
+# --- Services in their own processes ---------------------------------------------------------
+
+
+class Stack:
+    """Conduit's processes (ingress, worker, beat) started the way Procfile starts them,
+    with settings from environment variables, against the test database."""
+
+    def __init__(self, *, redis: PrivateRedis, directory: Path) -> None:
+        self.redis = redis
+        self.directory = directory
+        self.services: list[Service] = []
+        self.extra_env: dict[str, str] = {}
+
+    def env(self, **extra: str) -> dict:
+        return service_env(
+            database_url=service_database_url(),
+            redis_url=self.redis.url,
+            var_dir=self.directory,
+            **{**self.extra_env, **extra},
+        )
+
+    def spawn(self, name: str, argv: list[str], *, ready: str, **env: str) -> Service:
+        service = Service(name, argv, env=self.env(**env), log_dir=self.directory, ready=ready)
+        self.services.append(service)
+        return service
+
+    def ingress(self, name: str = "ingress", **env: str) -> Service:
+        return self.spawn(name, ingress_argv(port=0), ready=INGRESS_READY, **env)
+
+    def worker(self, name: str = "worker", **env: str) -> Service:
+        return self.spawn(name, worker_argv(name), ready=WORKER_READY, **env)
+
+    def beat(self, name: str = "beat", **env: str) -> Service:
+        schedule = self.directory / f"{name}-schedule"
+        return self.spawn(name, beat_argv(schedule), ready=BEAT_READY, **env)
+
+    @staticmethod
+    def wait_ready(*services: Service) -> None:
+        for service in services:
+            service.wait_ready()
+
+    @staticmethod
+    def ingress_port(service: Service) -> int:
+        return int(service.wait_ready().group(1))
+
+    def stop(self) -> None:
+        # SIGTERM to all first, so they shut down side by side.
+        for service in self.services:
+            if service.process.poll() is None:
+                service.process.terminate()
+        for service in self.services:
+            service.stop()
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    server = PrivateRedis().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def stack(transactional_db, private_redis, tmp_path) -> Iterator[Stack]:
+    services = Stack(redis=private_redis, directory=tmp_path)
+    yield services
+    services.stop()
+    close_other_sessions()
+
+
+@pytest.fixture
+def db_proxy(transactional_db) -> Iterator[TcpProxy]:
+    """A cuttable relay to the PostgreSQL server the tests use."""
+    db = connection.settings_dict
+    proxy = TcpProxy(target=(db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432)))
+    yield proxy
+    proxy.close()

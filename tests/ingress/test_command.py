@@ -1,0 +1,110 @@
+"""`manage.py ingress`: options, settings, its log, and a graceful stop on SIGTERM."""
+
+from __future__ import annotations
+
+import re
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from ingress.management.commands.ingress import Command
+from tests.ingress.conftest import hook
+from tests.ingress.processes import BASE_DIR, free_port, ingress_argv, service_env
+from webhooks.models import InboundMessage
+
+MESSAGE = b"Subject: Just in time\r\nMessage-ID: <sigterm@sender.example>\r\n\r\nMade it.\r\n"
+
+
+def test_it_takes_host_and_port_from_settings_unless_given(settings):
+    settings.CONDUIT_INGRESS_HOST = "127.0.0.2"
+    settings.CONDUIT_INGRESS_PORT = 2626
+    parser = Command().create_parser("manage.py", "ingress")
+
+    defaults = parser.parse_args([])
+    given = parser.parse_args(["--host", "::1", "--port", "25"])
+
+    assert (defaults.host, defaults.port) == ("127.0.0.2", 2626)
+    assert (given.host, given.port) == ("::1", 25)
+
+
+def test_it_defaults_to_all_interfaces_port_2525(tmp_path):
+    # A process with CONDUIT_INGRESS_HOST/PORT unset, whatever this test run has set.
+    env = service_env(
+        database_url="postgres://nobody@127.0.0.1:1/none", redis_url="", var_dir=tmp_path
+    )
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from conduit import settings as s; "
+            "print(s.CONDUIT_INGRESS_HOST, s.CONDUIT_INGRESS_PORT)",
+        ],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+    assert shown.stdout.split() == ["0.0.0.0", "2525"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_finishes_the_session_in_progress_on_sigterm_then_exits(stack, alice, alice_domain):
+    hook(alice, alice_domain, "http://127.0.0.1:9/", "team@alice.example")
+    port = free_port()
+    # No --host/--port: the command reads CONDUIT_INGRESS_HOST/PORT.
+    ingress = stack.spawn(
+        "ingress",
+        ingress_argv()[:3],
+        ready=rf"SMTP ingress listening on 127\.0\.0\.1:{port}",
+        CONDUIT_INGRESS_HOST="127.0.0.1",
+        CONDUIT_INGRESS_PORT=str(port),
+    )
+    ingress.wait_ready()
+    with smtplib.SMTP("127.0.0.1", port, local_hostname="early.example") as smtp:
+        smtp.ehlo()
+        smtp.mail("sender@sender.example")
+        assert smtp.rcpt("nobody@alice.example")[0] == 550
+
+    idle = smtplib.SMTP("127.0.0.1", port, local_hostname="idle.example", timeout=20)
+    idle.ehlo()
+    with smtplib.SMTP("127.0.0.1", port, local_hostname="sender.example", timeout=20) as smtp:
+        smtp.ehlo()
+        smtp.mail("sender@sender.example")
+        ingress.send_signal(signal.SIGTERM)
+        ingress.wait_for_output(r"Stopping: no new connections; finishing 2 session\(s\)")
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2)
+        # The idle session is told to come back later; the transaction goes on.
+        idle_goodbye = idle.getreply()
+        rcpt_code, _ = smtp.rcpt("team@alice.example")
+        data_code, data_text = smtp.data(MESSAGE)
+        goodbye = smtp.getreply()
+
+        assert ingress.wait(10) == 0
+
+    idle.close()
+    assert idle_goodbye == (421, b"4.3.2 Service shutting down; please try again later")
+    assert goodbye == (421, b"4.3.2 Service shutting down; please try again later")
+    assert rcpt_code == 250
+    assert data_code == 250
+    message = InboundMessage.objects.get()
+    assert data_text == f"2.0.0 Ok: queued as {message.id.hex}".encode()
+    log = ingress.output()
+    # One line per session, with what became of it.
+    assert re.search(
+        r"INFO conduit\.ingress session client=127\.0\.0\.1 helo=early\.example "
+        r"accepted=- refused=550\n",
+        log,
+    )
+    assert re.search(
+        r"INFO conduit\.ingress session client=127\.0\.0\.1 helo=sender\.example "
+        rf"accepted={message.id.hex} refused=-\n",
+        log,
+    )
+    assert "SMTP ingress stopped" in log
