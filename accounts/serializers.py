@@ -104,10 +104,15 @@ class PingResponseSerializer(serializers.Serializer):
     status = serializers.CharField(help_text="`ok` when the API is up.")
 
 
+# Response serializers mark every field read-only: drf-spectacular then lists them all
+# as required, which they are (every response carries every field, null or not).
+
+
 class AccountResponseSerializer(serializers.ModelSerializer):
     class Meta:
         model = Account
         fields = ["id", "email", "timezone", "created_at", "updated_at"]
+        read_only_fields = fields
 
 
 class SessionResponseSerializer(serializers.Serializer):
@@ -120,11 +125,12 @@ class APITokenResponseSerializer(serializers.ModelSerializer):
     token = serializers.SerializerMethodField(
         help_text="The whole token on creation only; a masked form afterwards."
     )
-    allowed_ips = serializers.ListField(child=serializers.CharField())
+    allowed_ips = serializers.ListField(child=serializers.CharField(), read_only=True)
 
     class Meta:
         model = ApiToken
         fields = ["id", "name", "token", "allowed_ips", "expires_at", "last_used_at", "created_at"]
+        read_only_fields = fields
 
     def get_token(self, obj: ApiToken) -> str:
         plain = self.context.get("plain_token")
@@ -132,9 +138,13 @@ class APITokenResponseSerializer(serializers.ModelSerializer):
 
 
 class AuditLogEntryResponseSerializer(serializers.ModelSerializer):
+    # A JSON object (never a list or a scalar): documented as one.
+    metadata = serializers.DictField(read_only=True)
+
     class Meta:
         model = AuditLogEntry
         fields = ["id", "action", "ip", "metadata", "created_at"]
+        read_only_fields = fields
 
 
 # --- Two-factor authentication ----------------------------------------------------

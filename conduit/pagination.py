@@ -14,8 +14,6 @@ from urllib.parse import urlencode
 from django.db.models import QuerySet
 from rest_framework.request import Request
 
-from conduit.errors import Unprocessable
-
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 
@@ -26,22 +24,20 @@ class Page:
     headers: dict[str, str]
 
 
-def _positive_int(request: Request, name: str, default: int, maximum: int | None) -> int:
+def _clamped_int(request: Request, name: str, default: int, maximum: int | None) -> int:
+    """Read a paging parameter; a value out of range is clamped, never refused.
+
+    The contract gives the paged lists no 422, so a bad ``page`` or ``page_size``
+    gets the nearest sensible page: not a whole number -> the default, below 1 -> 1,
+    above the maximum -> the maximum.
+    """
     raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
     try:
-        value = int(raw)
+        value = int(raw) if raw not in (None, "") else default
     except ValueError:
-        raise Unprocessable(
-            f"{name} must be a whole number.", details={name: ["Must be a whole number."]}
-        ) from None
-    if value < 1 or (maximum is not None and value > maximum):
-        limit = f" and at most {maximum}" if maximum else ""
-        raise Unprocessable(
-            f"{name} must be at least 1{limit}.", details={name: [f"Must be at least 1{limit}."]}
-        )
-    return value
+        value = default
+    value = max(1, value)
+    return min(value, maximum) if maximum is not None else value
 
 
 def paginate(request: Request, queryset: QuerySet, *, total: int | None = None) -> Page:
@@ -50,8 +46,8 @@ def paginate(request: Request, queryset: QuerySet, *, total: int | None = None) 
     ``total`` may be given when the caller keeps a cheaper count than COUNT(*)
     (e.g. a counter column), so large lists stay fast.
     """
-    page = _positive_int(request, "page", 1, None)
-    size = _positive_int(request, "page_size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    page = _clamped_int(request, "page", 1, None)
+    size = _clamped_int(request, "page_size", DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
     if total is None:
         total = queryset.count()
     offset = (page - 1) * size
@@ -73,5 +69,6 @@ def paginate(request: Request, queryset: QuerySet, *, total: int | None = None) 
 
 PAGE_PARAMETERS_NOTE = (
     f"Paged with `page` (1-based) and `page_size` (default {DEFAULT_PAGE_SIZE}, at most "
-    f"{MAX_PAGE_SIZE}); the total is in `X-Total-Count` and neighbouring pages in `Link`."
+    f"{MAX_PAGE_SIZE}; out-of-range values are clamped); the total is in `X-Total-Count` and "
+    "neighbouring pages in `Link`."
 )

@@ -48,13 +48,37 @@ def no_content(description: str) -> OpenApiResponse:
     return OpenApiResponse(response=None, description=description)
 
 
+# The query parameters of a paged list and the headers its 200 answer carries.
 PAGE_PARAMETERS = [
-    OpenApiParameter("page", int, OpenApiParameter.QUERY, description="Page number (1-based)"),
+    OpenApiParameter(
+        "page",
+        {"type": "integer", "minimum": 1, "default": 1},
+        OpenApiParameter.QUERY,
+        description="Page number (1-based); a value below 1 or not a number gives page 1.",
+    ),
     OpenApiParameter(
         "page_size",
-        int,
+        {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
         OpenApiParameter.QUERY,
-        description="Number of results per page (default 50, at most 200)",
+        description="Number of results per page (default 50, at most 200); a value out of "
+        "range is clamped.",
+    ),
+    OpenApiParameter(
+        "X-Total-Count",
+        {"type": "integer", "minimum": 0},
+        OpenApiParameter.HEADER,
+        response=[200],
+        required=True,
+        description="How many entries the whole list has.",
+    ),
+    OpenApiParameter(
+        "Link",
+        str,
+        OpenApiParameter.HEADER,
+        response=[200],
+        required=True,
+        description="RFC 8288 links to the `first`, `prev`, `next` and `last` pages, e.g. "
+        '`<https://…/logs?page=2&page_size=50>; rel="next"`.',
     ),
 ]
 

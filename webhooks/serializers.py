@@ -87,12 +87,16 @@ class UpdateWebhookRequestSerializer(_WebhookFieldsSerializer):
     )
 
 
+# Response serializers mark every field read-only: drf-spectacular then lists them all
+# as required, which they are (every response carries every field, null or not).
+
+
 class WebhookResponseSerializer(serializers.ModelSerializer):
-    smtp_security_policy_id = serializers.UUIDField(allow_null=True)
+    smtp_security_policy_id = serializers.UUIDField(allow_null=True, read_only=True)
     secret = serializers.SerializerMethodField(
         help_text="Whole in the create response only; masked afterwards."
     )
-    custom_headers = serializers.DictField(child=serializers.CharField())
+    custom_headers = serializers.DictField(child=serializers.CharField(), read_only=True)
 
     class Meta:
         model = Webhook
@@ -110,15 +114,24 @@ class WebhookResponseSerializer(serializers.ModelSerializer):
             "created_at",
             "updated_at",
         ]
+        read_only_fields = fields
 
     def get_secret(self, obj: Webhook) -> str:
         return obj.secret if self.context.get("show_secret") else mask_secret(obj.secret)
 
 
 class DeliveryLogResponseSerializer(serializers.ModelSerializer):
-    webhook_id = serializers.UUIDField()
-    http_status = serializers.IntegerField(allow_null=True)
-    error = serializers.CharField(allow_blank=True)
+    webhook_id = serializers.UUIDField(read_only=True)
+    http_status = serializers.IntegerField(
+        allow_null=True,
+        read_only=True,
+        help_text="The target's HTTP status; null when no answer came (see `error`).",
+    )
+    error = serializers.CharField(
+        read_only=True,
+        help_text="What went wrong (connection refused, timeout, template error, ...); "
+        "empty when nothing did.",
+    )
 
     class Meta:
         model = DeliveryLog
@@ -133,6 +146,7 @@ class DeliveryLogResponseSerializer(serializers.ModelSerializer):
             "smtp_message_id",
             "simulated",
         ]
+        read_only_fields = fields
 
 
 class SimulateWebhookRequestSerializer(serializers.Serializer):
@@ -153,6 +167,24 @@ class SimulateWebhookRequestSerializer(serializers.Serializer):
         fields = super().get_fields()
         fields["from"] = fields.pop("from_")
         return fields
+
+
+def simulate_request_values(data: object) -> dict[str, str]:
+    """The simulate body read leniently: a simulation always runs.
+
+    The contract gives simulateWebhook no 422, so a field that is missing, not a
+    string or (for ``from``) empty takes its default, NUL characters are dropped and
+    longer values are cut to the documented maximum length.
+    """
+    body = data if isinstance(data, dict) else {}
+    values = {}
+    for name, field in SimulateWebhookRequestSerializer().fields.items():
+        value = body.get(name)
+        value = value.replace("\x00", "") if isinstance(value, str) else None
+        if value is None or (not value.strip() and not field.allow_blank):
+            value = field.default
+        values[name] = value[: field.max_length]
+    return values
 
 
 class SimulateWebhookResponseSerializer(serializers.Serializer):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -21,9 +22,16 @@ from webhooks.serializers import (
     SimulateWebhookResponseSerializer,
     UpdateWebhookRequestSerializer,
     WebhookResponseSerializer,
+    simulate_request_values,
 )
 
 _TAGS = ["Webhooks"]
+WEBHOOK_ID = OpenApiParameter(
+    "id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="Webhook ID"
+)
+LOG_ID = OpenApiParameter(
+    "logId", OpenApiTypes.UUID, OpenApiParameter.PATH, description="Delivery log entry ID"
+)
 
 
 class WebhooksView(APIView):
@@ -76,6 +84,7 @@ class WebhooksView(APIView):
 class WebhookView(APIView):
     @extend_schema(
         operation_id="getWebhook",
+        parameters=[WEBHOOK_ID],
         tags=_TAGS,
         summary="Get webhook",
         responses={
@@ -89,6 +98,7 @@ class WebhookView(APIView):
 
     @extend_schema(
         operation_id="updateWebhook",
+        parameters=[WEBHOOK_ID],
         tags=_TAGS,
         summary="Update webhook",
         description="Fields left out keep their values. `clear_security_policy: true` "
@@ -114,6 +124,7 @@ class WebhookView(APIView):
 
     @extend_schema(
         operation_id="deleteWebhook",
+        parameters=[WEBHOOK_ID],
         tags=_TAGS,
         summary="Delete webhook",
         description="Deletes the webhook with its pending deliveries and its logs.",
@@ -128,11 +139,11 @@ class WebhookView(APIView):
 class DeliveryLogsView(APIView):
     @extend_schema(
         operation_id="listDeliveryLogs",
+        parameters=[WEBHOOK_ID, *PAGE_PARAMETERS],
         tags=_TAGS,
         summary="List delivery logs for a webhook",
         description="One entry per delivery attempt or simulation, newest first. "
         + PAGE_PARAMETERS_NOTE,
-        parameters=PAGE_PARAMETERS,
         responses={
             200: OpenApiResponse(
                 DeliveryLogResponseSerializer(many=True), description="List of delivery logs"
@@ -154,6 +165,7 @@ class DeliveryLogsView(APIView):
 class DeliveryLogView(APIView):
     @extend_schema(
         operation_id="getDeliveryLog",
+        parameters=[WEBHOOK_ID, LOG_ID],
         tags=_TAGS,
         summary="Get a single delivery log entry",
         responses={
@@ -170,12 +182,16 @@ class DeliveryLogView(APIView):
 class SimulateWebhookView(APIView):
     @extend_schema(
         operation_id="simulateWebhook",
+        parameters=[WEBHOOK_ID],
         tags=_TAGS,
         summary="Simulate an incoming email and trigger the webhook",
         description="Constructs a synthetic email message and delivers it to the webhook "
         "target, recording the result in the delivery log with a simulated flag. The request "
         "goes through the same template, headers and signing as real deliveries, once, "
-        "without retries; `http_status` and `error` tell how it went.",
+        "without retries; `http_status` and `error` tell how it went.\n\n"
+        "Every field is optional and the body is never refused: a field that is missing, "
+        "not a string or (for `from`) empty takes its default, and a longer value is cut to "
+        "the maximum length.",
         request=SimulateWebhookRequestSerializer,
         responses={
             200: OpenApiResponse(
@@ -188,9 +204,7 @@ class SimulateWebhookView(APIView):
     )
     def post(self, request: Request, id: uuid.UUID) -> Response:
         webhook = selectors.get_webhook_for_account(account=request.user, webhook_id=id)
-        serializer = SimulateWebhookRequestSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = simulate_request_values(request.data)
         log = services.webhook_simulate(
             webhook=webhook, mail_from=data["from"], subject=data["subject"], text=data["text"]
         )

@@ -1,0 +1,185 @@
+"""A Python client generated from the committed openapi.json drives a real flow.
+
+openapi-python-client writes the client into a temporary folder; its method names come
+from the operationIds (createSession -> create_session, ...). With it a new user signs
+up, signs in, claims a domain and verifies it through the loopback DNS server, creates
+a policy and a webhook, simulates a delivery to a local HTTP server and reads the
+delivery log. The client raises on any status the schema does not document.
+"""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from django.conf import settings
+from standardwebhooks import Webhook as StandardWebhook
+
+from domains.dns import VERIFY_LABEL
+from domains.services import MX_PRIORITY
+from tests.conformance.conftest import OPENAPI_JSON
+
+PACKAGE = "conduit_client"
+GENERATOR = Path(sys.executable).with_name("openapi-python-client")
+
+
+@pytest.fixture(scope="module")
+def client_package(tmp_path_factory) -> Iterator[SimpleNamespace]:
+    """Generate the client into a temporary folder and import what the flow needs."""
+    assert GENERATOR.exists(), "openapi-python-client is a dev dependency: pip install -e '.[dev]'"
+    folder = tmp_path_factory.mktemp("generated-client")
+    config = folder / "config.yml"
+    config.write_text("post_hooks: []\n")  # no formatter run: nothing outside tmp is touched
+    generated = subprocess.run(
+        [
+            str(GENERATOR),
+            "generate",
+            "--path",
+            str(OPENAPI_JSON),
+            "--output-path",
+            str(folder / PACKAGE),
+            "--meta",
+            "none",
+            "--config",
+            str(config),
+            "--fail-on-warning",
+        ],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert generated.returncode == 0, generated.stdout + generated.stderr
+    sys.path.insert(0, str(folder))
+    try:
+
+        def load(name: str):
+            return importlib.import_module(f"{PACKAGE}.{name}")
+
+        yield SimpleNamespace(
+            package=importlib.import_module(PACKAGE),
+            models=load("models"),
+            create_account=load("api.accounts.create_account"),
+            create_session=load("api.sessions.create_session"),
+            get_account=load("api.accounts.get_account"),
+            create_domain_claim=load("api.domains.create_domain_claim"),
+            verify_domain=load("api.domains.verify_domain"),
+            create_smtp_security_policy=load("api.smtp_policies.create_smtp_security_policy"),
+            create_webhook=load("api.webhooks.create_webhook"),
+            simulate_webhook=load("api.webhooks.simulate_webhook"),
+            list_delivery_logs=load("api.webhooks.list_delivery_logs"),
+            get_delivery_log=load("api.webhooks.get_delivery_log"),
+        )
+    finally:
+        sys.path.remove(str(folder))
+        for name in [name for name in sys.modules if name.split(".")[0] == PACKAGE]:
+            del sys.modules[name]
+
+
+def test_the_methods_are_named_after_the_operation_ids(client_package):
+    for module in ("create_session", "simulate_webhook", "list_delivery_logs"):
+        api = getattr(client_package, module)
+        assert callable(api.sync) and callable(api.sync_detailed), module
+
+
+def sign_up_and_sign_in(api: SimpleNamespace, base_url: str) -> str:
+    """A new account through the API; its access token."""
+    models = api.models
+    # Closed after use: a kept-alive connection keeps a live-server thread (and its
+    # database connection) alive.
+    with api.package.Client(base_url=base_url, raise_on_unexpected_status=True) as anonymous:
+        account = api.create_account.sync(
+            client=anonymous,
+            body=models.CreateAccountRequest(
+                email="Carol@Client.example", password="carols-pass-4471"
+            ),
+        )
+        assert isinstance(account, models.AccountResponse)
+        assert account.email == "carol@client.example" and account.timezone == "UTC"
+        session = api.create_session.sync(
+            client=anonymous,
+            body=models.CreateSessionRequest(
+                email="carol@client.example", password="carols-pass-4471"
+            ),
+        )
+    assert isinstance(session, models.SessionResponse), session
+    assert session.expires_in == settings.CONDUIT_ACCESS_TOKEN_TTL
+    return session.access_token
+
+
+def test_a_generated_client_runs_the_whole_flow(
+    client_package, live_server, conformance_settings, dns_server, httpserver
+):
+    api, models = client_package, client_package.models
+    token = sign_up_and_sign_in(api, live_server.url)
+    with api.package.AuthenticatedClient(
+        base_url=live_server.url, token=token, raise_on_unexpected_status=True
+    ) as carol:
+        assert api.get_account.sync(client=carol).email == "carol@client.example"
+
+        domain = api.create_domain_claim.sync(
+            client=carol, body=models.CreateDomainClaimRequest(name="client.example")
+        )
+        assert isinstance(domain, models.DomainResponse) and not domain.verified
+        # DNS is the loopback server: publish the records the way the user would.
+        dns_server.add_txt(f"{VERIFY_LABEL}.client.example", domain.verification_token)
+        dns_server.add_mx("client.example", MX_PRIORITY, settings.CONDUIT_MX_HOST)
+        domain = api.verify_domain.sync(domain.id, client=carol)
+        assert isinstance(domain, models.DomainResponse) and domain.verified, domain
+
+        policy = api.create_smtp_security_policy.sync(
+            client=carol,
+            body=models.CreateSmtpSecurityPolicyRequest(
+                name="Our relay only", allowed_source_ips="192.0.2.0/24, 2001:db8::/32"
+            ),
+        )
+        assert isinstance(policy, models.SmtpSecurityPolicyResponse)
+        assert policy.allowed_source_ips == "192.0.2.0/24,2001:db8::/32"
+
+        httpserver.expect_request("/hook", method="POST").respond_with_json(
+            {"ok": True}, status=202
+        )
+        webhook = api.create_webhook.sync(
+            client=carol,
+            body=models.CreateWebhookRequest(
+                address="inbox@client.example",
+                target_url=httpserver.url_for("/hook"),
+                name="Inbox",
+                custom_headers=models.CreateWebhookRequestCustomHeaders.from_dict(
+                    {"X-Team": "ops"}
+                ),
+                smtp_security_policy_id=policy.id,
+            ),
+        )
+        assert isinstance(webhook, models.WebhookResponse), webhook
+        assert webhook.secret.startswith("whsec_")
+        assert webhook.smtp_security_policy_id == policy.id
+
+        result = api.simulate_webhook.sync(
+            webhook.id,
+            client=carol,
+            body=models.SimulateWebhookRequest(
+                from_="dave@example.net", subject="Hello Carol", text="Testing the hook."
+            ),
+        )
+        assert isinstance(result, models.SimulateWebhookResponse), result
+        assert (result.http_status, result.error, result.simulated) == (202, None, True)
+
+        # The target got a Standard Webhooks signed POST that the secret verifies.
+        (request, _response), *_ = httpserver.log
+        assert request.headers["X-Team"] == "ops"
+        payload = StandardWebhook(webhook.secret).verify(request.get_data(), dict(request.headers))
+        assert payload["subject"] == "Hello Carol" and payload["simulated"] is True
+
+        listed = api.list_delivery_logs.sync_detailed(webhook.id, client=carol, page_size=10)
+        assert listed.status_code == 200 and listed.headers["X-Total-Count"] == "1"
+        (log,) = listed.parsed
+        assert isinstance(log, models.DeliveryLogResponse)
+        assert (log.webhook_id, log.http_status, log.simulated) == (webhook.id, 202, True)
+        assert log.sender == "dave@example.net"
+        assert api.get_delivery_log.sync(webhook.id, log.id, client=carol).id == log.id
