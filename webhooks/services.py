@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -184,6 +184,24 @@ def webhook_simulate(*, webhook: Webhook, mail_from: str, subject: str, text: st
 # --- Accepting mail (called by the SMTP ingress) ------------------------------
 
 
+# Above this size a message's raw bytes go to PostgreSQL as a binary parameter.
+# Django's psycopg binds parameters client-side, writing bytes into the SQL text
+# as a hex literal: a 25 MB message took ~140 MB of memory to insert that way.
+BINARY_RAW_BYTES = 1024 * 1024
+
+
+def _store_raw_binary(*, message: InboundMessage, raw: bytes) -> None:
+    from psycopg import Cursor, sql  # Cursor binds server-side; %b sends bytes as they are
+
+    update = sql.SQL("UPDATE {} SET raw = %b WHERE id = %s").format(
+        sql.Identifier(InboundMessage._meta.db_table)
+    )
+    # Django's connection, inside its transaction: the row commits with the rest.
+    with Cursor(connection.connection) as cursor:
+        cursor.execute(update, [raw, message.id])
+    message.raw = raw
+
+
 @dataclass(frozen=True)
 class AcceptedMessage:
     message: InboundMessage
@@ -210,19 +228,22 @@ def message_accept(
     """
     now = timezone.now()
     all_rcpts = [rcpt for rcpts in recipients.values() for rcpt in rcpts]
+    binary = len(raw) > BINARY_RAW_BYTES and connection.vendor == "postgresql"
     with transaction.atomic():
         message = InboundMessage.objects.create(
             mail_from=mail_from,
             rcpt_to=all_rcpts,
             client_ip=client_ip,
             helo=helo,
-            raw=raw,
+            raw=None if binary else raw,
             size=len(raw),
             message_id_header=message_id_header[:998],
             spf_result=spf_result,
             dkim_domains=dkim_domains or [],
             smtp_auth_user=smtp_auth_user,
         )
+        if binary:
+            _store_raw_binary(message=message, raw=raw)
         deliveries = Delivery.objects.bulk_create(
             [
                 Delivery(

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from celery import shared_task
+from celery.signals import task_prerun
 from django.conf import settings
+from django.db import close_old_connections
 
 from webhooks import delivery
+
+
+@task_prerun.connect
+def _fresh_database_connection(task: Any = None, **kwargs: Any) -> None:
+    # Workers keep their connection across tasks (CELERY_DB_REUSE_MAX): drop it
+    # if it broke or aged out, as Django does between requests. Not for eager
+    # tasks, which run inside the caller's transaction.
+    if task is not None and not task.request.is_eager:
+        close_old_connections()
 
 
 @shared_task(name="webhooks.tasks.deliver", acks_late=True, reject_on_worker_lost=True)

@@ -1,0 +1,1 @@
+"""Benchmarks, one script each; see the README's "Performance" section."""

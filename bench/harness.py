@@ -1,0 +1,645 @@
+"""What every benchmark needs: its own database and Redis db, the services it
+starts as subprocesses (always stopped at the end), memory readings, and the
+table / JSON / PNG output.
+
+Nothing here imports Django at module level: the scripts point the environment
+at the benchmark database first and only then call ``setup_django``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "bench" / "results"
+PYTHON = sys.executable
+BIN = Path(PYTHON).parent
+
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/conduit"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+# --- Command line ---------------------------------------------------------------
+
+
+def arguments(description: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--tiny", action="store_true", help="a few messages/requests in seconds (used by tests)"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS_DIR,
+        help="where the JSON and PNG go (default bench/results/)",
+    )
+    parser.add_argument(
+        "--keep-logs", action="store_true", help="keep the services' logs after a good run"
+    )
+    return parser.parse_args()
+
+
+# --- Where the benchmark keeps its data ----------------------------------------
+
+
+def _with_path(url: str, path: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
+
+
+def bench_database_url() -> str:
+    """BENCH_DATABASE_URL, else DATABASE_URL's database name + ``_bench``."""
+    explicit = os.environ.get("BENCH_DATABASE_URL")
+    if explicit:
+        return explicit
+    base = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    name = urlsplit(base).path.lstrip("/") or "conduit"
+    return _with_path(base, f"/{name}_bench")
+
+
+def bench_redis_url() -> str:
+    """BENCH_REDIS_URL, else REDIS_URL's server with the neighbouring db number
+    (db 15 gives 14, db 11 gives 12): the first choice of ``claim_redis``."""
+    explicit = os.environ.get("BENCH_REDIS_URL")
+    if explicit:
+        return explicit
+    base = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    db = int(urlsplit(base).path.strip("/") or "0")
+    return _with_path(base, f"/{db + 1 if db < 15 else db - 1}")
+
+
+@dataclass
+class Bench:
+    """One benchmark run: its URLs, scratch directory and the environment of its services."""
+
+    name: str
+    tiny: bool
+    out: Path
+    keep_logs: bool = False
+    database_url: str = field(default_factory=bench_database_url)
+    redis_url: str = field(default_factory=bench_redis_url)
+    scratch: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="conduit-bench-")))
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            DATABASE_URL=self.database_url,
+            REDIS_URL=self.redis_url,
+            SECRET_KEY=os.environ.get("SECRET_KEY") or "conduit-bench-not-a-secret",
+            DEBUG="false",  # DEBUG keeps every SQL query in memory
+            ALLOWED_HOSTS="127.0.0.1,localhost",
+            CONDUIT_VAR_DIR=str(self.scratch / "var"),
+            CONDUIT_ALLOW_PRIVATE_TARGETS="true",
+            CONDUIT_ALLOW_HTTP_TARGETS="true",
+            PYTHONUNBUFFERED="1",
+        )
+        env.pop("CELERY_TASK_ALWAYS_EAGER", None)
+        env.update(extra)
+        return env
+
+
+# Held (a session advisory lock) for the whole run, so two runs never share a database.
+_database_lock: Any = None
+BENCH_LOCK_KEY = 0x0C0DB17C
+
+
+def prepare_database(bench: Bench) -> None:
+    """Create the benchmark database if missing, take it for this run, migrate and empty it."""
+    global _database_lock
+    import psycopg
+
+    parts = urlsplit(bench.database_url)
+    name = parts.path.lstrip("/")
+    if not re.fullmatch(r"[A-Za-z0-9_]+", name):
+        raise SystemExit(f"The benchmark database name {name!r} must be letters, digits and _")
+    admin_url = _with_path(bench.database_url, "/postgres")
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if not exists:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    _database_lock = psycopg.connect(bench.database_url, autocommit=True)
+    taken = _database_lock.execute("SELECT pg_try_advisory_lock(%s)", [BENCH_LOCK_KEY]).fetchone()
+    if not taken[0]:
+        raise SystemExit(
+            f"Another benchmark is running on the database {name}; wait for it, or give this "
+            "one its own with BENCH_DATABASE_URL."
+        )
+    subprocess.run(
+        [PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=ROOT,
+        env=bench.env(),
+        check=True,
+    )
+    with psycopg.connect(bench.database_url, autocommit=True) as conn:
+        tables = [
+            row[0]
+            for row in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename NOT IN ('django_migrations', 'django_content_type', "
+                "'auth_permission')"
+            )
+        ]
+        if tables:
+            conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")
+
+
+REDIS_MARKER = "conduit-bench:database"
+
+
+def claim_redis(bench: Bench) -> None:
+    """Settle on a Redis db that nothing else uses, and empty it.
+
+    The benchmark flushes its db, and a worker of anything else on the same db
+    would take some of its tasks. So unless BENCH_REDIS_URL names one, the db is
+    the first, from ``bench_redis_url``'s on, that no other client is connected
+    to and that is empty or was a benchmark's (it carries REDIS_MARKER).
+    """
+    import redis
+
+    if os.environ.get("BENCH_REDIS_URL"):
+        redis.Redis.from_url(bench.redis_url).flushdb()
+        return
+    preferred = int(urlsplit(bench.redis_url).path.strip("/"))
+    base = int(urlsplit(os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL).path.strip("/") or "0")
+    server = redis.Redis.from_url(bench.redis_url)
+    busy = {int(c["db"]) for c in server.client_list() if c.get("cmd") != "client|list"}
+    name = urlsplit(bench.database_url).path.lstrip("/")
+    for db in [preferred, *(d for d in range(15, -1, -1) if d != preferred)]:
+        if db == base or db in busy:
+            continue
+        url = _with_path(bench.redis_url, f"/{db}")
+        client = redis.Redis.from_url(url)
+        if client.dbsize() == 0 or client.get(REDIS_MARKER) == name.encode():
+            client.flushdb()
+            client.set(REDIS_MARKER, name)
+            bench.redis_url = url
+            if db != preferred:
+                print(f"Redis db {preferred} is in use; the benchmark uses db {db}.")
+            return
+    raise SystemExit("No free Redis db for the benchmark; name one with BENCH_REDIS_URL.")
+
+
+def setup_django(bench: Bench) -> None:
+    """Point this process at the benchmark database and start Django in it."""
+    os.environ.update(bench.env())
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "conduit.settings")
+    import django
+
+    django.setup()
+
+
+# --- Services -------------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None) if sys.platform == "linux" else None
+
+
+def _die_with_parent() -> None:
+    # A benchmark killed outright (e.g. by a test timeout) must not leave its
+    # services running: the kernel sends them SIGTERM when it dies. (Runs in the
+    # child between fork and exec, so it only calls into an already loaded libc.)
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class Service:
+    """A subprocess whose output goes to a log file and can be waited on for a line."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str],
+        logdir: Path,
+        on_line: Callable[[str], None] | None = None,
+    ):
+        self.name = name
+        self.on_line = on_line
+        self.argv = list(argv)
+        self.log_path = logdir / f"{name}.log"
+        self._log = self.log_path.open("w", encoding="utf-8", errors="replace")
+        self._cond = threading.Condition()
+        self._head: list[str] = []  # startup lines, searched by wait_for
+        self._tail: deque[str] = deque(maxlen=40)
+        self._closed = False
+        self.proc = subprocess.Popen(
+            self.argv,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        self._reader = threading.Thread(target=self._read, name=f"log-{name}", daemon=True)
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.decode("utf-8", "replace")
+            if self.on_line is not None:
+                self.on_line(line)
+            self._log.write(line)
+            with self._cond:
+                if len(self._head) < 2000:
+                    self._head.append(line)
+                self._tail.append(line)
+                self._cond.notify_all()
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._log.flush()
+
+    def wait_for(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
+        """The first startup line matching ``pattern``; raises if the process dies first."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._cond:
+            while True:
+                for line in self._head[seen:]:
+                    match = regex.search(line)
+                    if match:
+                        return match
+                seen = len(self._head)
+                if self._closed or self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.name} exited early:\n{self.tail()}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RuntimeError(f"{self.name}: no line like {pattern!r}:\n{self.tail()}")
+                self._cond.wait(min(left, 0.5))
+
+    def tail(self) -> str:
+        return "".join(self._tail)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        # Children left behind by a process that exited (prefork pool, gunicorn workers).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self._reader.join(5)
+        self._log.close()
+
+
+class Services:
+    """Starts services and stops all of them, in reverse order, whatever happens."""
+
+    def __init__(self, bench: Bench) -> None:
+        self.bench = bench
+        self.logdir = bench.scratch / "logs"
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        self.started: list[Service] = []
+
+    def start(
+        self,
+        name: str,
+        argv: Sequence[str],
+        on_line: Callable[[str], None] | None = None,
+        **env: str,
+    ) -> Service:
+        service = Service(
+            name, argv, env=self.bench.env(**env), logdir=self.logdir, on_line=on_line
+        )
+        self.started.append(service)
+        return service
+
+    def __enter__(self) -> Services:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for service in reversed(self.started):
+            service.stop()
+        failed = exc[0] is not None
+        if failed:
+            for service in self.started:
+                print(f"--- last lines of {service.name} ({service.log_path})", file=sys.stderr)
+                print(service.tail(), file=sys.stderr)
+        if not failed and not self.bench.keep_logs:
+            shutil.rmtree(self.bench.scratch, ignore_errors=True)
+        else:
+            print(f"Service logs kept in {self.logdir}", file=sys.stderr)
+
+    # The project's own processes, started as in the Procfile.
+
+    def ingress(self, name: str = "ingress", **env: str) -> tuple[Service, int]:
+        service = self.start(
+            name, [PYTHON, "manage.py", "ingress", "--host", "127.0.0.1", "--port", "0"], **env
+        )
+        port = int(service.wait_for(r"SMTP ingress listening on [\d.]+:(\d+)", 60).group(1))
+        return service, port
+
+    def worker(self, *extra: str, **env: str) -> Service:
+        service = self.start(
+            "worker",
+            [str(BIN / "celery"), "-A", "conduit", "worker", "--loglevel=INFO", *extra],
+            **env,
+        )
+        service.wait_for(r"celery@\S+ ready\.", 60)
+        return service
+
+    def beat(self) -> Service:
+        schedule = self.bench.scratch / "celerybeat-schedule"
+        service = self.start(
+            "beat",
+            [str(BIN / "celery"), "-A", "conduit", "beat", "--loglevel=INFO", "-s", str(schedule)],
+        )
+        service.wait_for(r"beat: Starting", 60)
+        return service
+
+    def gunicorn(self, *, workers: int) -> tuple[Service, int]:
+        port = free_port()
+        service = self.start(
+            "gunicorn",
+            [
+                str(BIN / "gunicorn"),
+                "conduit.wsgi",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(workers),
+                "--access-logfile",
+                "-",
+            ],
+        )
+        service.wait_for(r"Booting worker", 60)
+        wait_http(port, "/api/v1/ping", 60)
+        return service, port
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(port: int, path: str, timeout: float) -> None:
+    import http.client
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", path)
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nothing answers 200 on 127.0.0.1:{port}{path}")
+        time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def terminate_cleanly() -> Iterator[None]:
+    """SIGTERM (e.g. from a test's timeout) unwinds like Ctrl-C, so services are stopped."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# --- Memory ---------------------------------------------------------------------
+
+
+def _status_kb(pid: int, key: str) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory now."""
+    try:
+        return _status_kb(pid, "VmRSS") / 1024
+    except OSError:
+        import psutil
+
+        return psutil.Process(pid).memory_info().rss / 2**20
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The highest resident memory of the process so far (VmHWM; psutil's RSS as a fallback)."""
+    try:
+        return _status_kb(pid, "VmHWM") / 1024
+    except OSError:
+        return rss_mb(pid)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the process (all its threads) so far."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        import psutil
+
+        times = psutil.Process(pid).cpu_times()
+        return times.user + times.system
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """``cpu_seconds`` of the process and its live children (a prefork pool)."""
+    total = 0.0
+    for each in [pid, *children(pid)]:
+        with contextlib.suppress(OSError, ValueError):
+            total += cpu_seconds(each)
+    return total
+
+
+class CpuMeter:
+    """CPU time used by named process trees (and optionally some loose pids) between marks."""
+
+    def __init__(self, trees: dict[str, int], loose: dict[str, Callable[[], list[int]]]):
+        self.trees = trees
+        self.loose = loose
+
+    def mark(self) -> dict[str, dict[int, float]]:
+        marks: dict[str, dict[int, float]] = {}
+        for name, root in self.trees.items():
+            marks[name] = {}
+            for pid in [root, *children(root)]:
+                with contextlib.suppress(OSError, ValueError):
+                    marks[name][pid] = cpu_seconds(pid)
+        for name, pids in self.loose.items():
+            marks[name] = {}
+            for pid in pids():
+                with contextlib.suppress(OSError, ValueError):
+                    marks[name][pid] = cpu_seconds(pid)
+        return marks
+
+    @staticmethod
+    def ms_per(before: dict, after: dict, count: int) -> dict[str, float]:
+        """Milliseconds of CPU per item (message, request) for each name."""
+        return (
+            {
+                name: 1000
+                * sum(cpu - before[name].get(pid, 0.0) for pid, cpu in pids.items())
+                / count
+                for name, pids in after.items()
+            }
+            if count
+            else {}
+        )
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Start VmHWM afresh (Linux: ``5`` into clear_refs), so a later peak is this step's."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def children(pid: int) -> list[int]:
+    try:
+        import psutil
+
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except ImportError:
+        found = []
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            text = (task / "children").read_text().split()
+            found.extend(int(p) for p in text)
+        return found + [c for p in found for c in children(p)]
+
+
+# --- Numbers --------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile (no interpolation): p99 of 100 values is the 99th."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * pct // 100))
+    return ordered[int(rank) - 1]
+
+
+def summary_ms(seconds: Sequence[float]) -> dict[str, float]:
+    ms = [s * 1000 for s in seconds]
+    if not ms:
+        return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan"), "max": float("nan")}
+    return {
+        "p50": percentile(ms, 50),
+        "p95": percentile(ms, 95),
+        "p99": percentile(ms, 99),
+        "max": max(ms),
+        "mean": statistics.fmean(ms),
+    }
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table, so that it pastes into the README as it is."""
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:,.1f}" if abs(value) < 1000 else f"{value:,.0f}"
+        return str(value)
+
+    def numeric(value: Any) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+
+    text = [[cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in text)) for i, h in enumerate(headers)]
+    lines = [
+        "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |",
+        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+    ]
+    for raw, row in zip(rows, text, strict=True):
+        cells = [
+            c.rjust(w) if numeric(v) else c.ljust(w)
+            for v, c, w in zip(raw, row, widths, strict=True)
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "loadavg_at_start": os.getloadavg(),
+    }
+
+
+def write_results(bench: Bench, data: dict[str, Any]) -> Path:
+    bench.out.mkdir(parents=True, exist_ok=True)
+    data = {
+        "benchmark": bench.name,
+        "mode": "tiny" if bench.tiny else "full",
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "machine": machine(),
+        **data,
+    }
+    path = bench.out / f"{bench.name}.json"
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    return path
+
+
+def chart_path(bench: Bench) -> Path:
+    return bench.out / f"{bench.name}.png"
+
+
+def pyplot() -> Any | None:
+    """matplotlib's pyplot, or None (with a note) when the bench extra is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("No chart: matplotlib is not installed (pip install -e '.[bench]').")
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"

@@ -1,0 +1,311 @@
+"""SMTP acceptance throughput of the ingress against a bare aiosmtpd server.
+
+    .venv/bin/python bench/ingress.py [--tiny]
+
+Both servers get the same load in the same run, in alternating rounds: 1, 8
+and 32 parallel connections, each sending one 10 KB message per connection (as
+MX traffic arrives). Every message to the ingress goes to a registered webhook
+and is committed with its delivery before the 250; the worker is not running,
+so deliveries only queue. Then memory: the ingress's peak RSS over those runs,
+and its RSS before and after one 25 MB message (the bare server alongside).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+# Run as a script, bench/ would come first on sys.path and this file would shadow ingress/.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from bench import harness  # noqa: E402
+from bench.smtpload import SmtpReplyError, make_message, send_one  # noqa: E402
+
+CONCURRENCY = (1, 8, 32)
+MESSAGE_SIZE = 10 * 1024
+BIG_MESSAGE_SIZE = 25 * 1000 * 1000
+RCPT = "inbox@bench.example"
+TARGET_RATIO = 0.60  # of the bare server, at 8 and 32 connections
+TARGET_PEAK_MB = 150
+TARGET_BIG_GROWTH = 3.0  # x the message size
+
+
+@dataclass
+class Load:
+    messages: int
+    seconds: float
+    errors: int
+    client_cores: float  # CPU used by this load generator
+    server_cpu: float  # CPU seconds used by the server while measured
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds if self.seconds else 0.0
+
+
+async def _load(
+    port: int, server_pid: int, *, connections: int, warmup: float, duration: float
+) -> Load:
+    """Closed loop: each connection sends one message, closes, and starts again."""
+    message = make_message(tag="bench-ingress", rcpt=RCPT, size=MESSAGE_SIZE)
+    counted = errors = 0
+    measuring = stop = False
+    first_error: BaseException | None = None
+
+    async def client() -> None:
+        nonlocal counted, errors, first_error
+        while not stop:
+            try:
+                await send_one(
+                    "127.0.0.1", port, mail_from="sender@bench.example", rcpt=RCPT, message=message
+                )
+            except (SmtpReplyError, OSError) as exc:
+                errors += 1
+                first_error = first_error or exc
+                await asyncio.sleep(0.05)
+                continue
+            if measuring:
+                counted += 1
+
+    tasks = [asyncio.create_task(client()) for _ in range(connections)]
+    await asyncio.sleep(warmup)
+    measuring = True
+    own0, server0, t0 = _own_cpu(), harness.cpu_seconds(server_pid), time.monotonic()
+    await asyncio.sleep(duration)
+    measuring = False
+    own1, server1, t1 = _own_cpu(), harness.cpu_seconds(server_pid), time.monotonic()
+    stop = True
+    await asyncio.gather(*tasks)
+    if first_error is not None:
+        print(f"  {errors} failed sessions, e.g.: {first_error}", file=sys.stderr)
+    seconds = t1 - t0
+    return Load(
+        messages=counted,
+        seconds=seconds,
+        errors=errors,
+        client_cores=(own1 - own0) / seconds,
+        server_cpu=server1 - server0,
+    )
+
+
+def _own_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def load(port: int, server_pid: int, **kwargs: float) -> Load:
+    return asyncio.run(_load(port, server_pid, **kwargs))  # type: ignore[arg-type]
+
+
+def send(port: int, message: bytes) -> None:
+    asyncio.run(
+        send_one("127.0.0.1", port, mail_from="sender@bench.example", rcpt=RCPT, message=message)
+    )
+
+
+def big_message_growth(pid: int, port: int, message: bytes) -> dict[str, float]:
+    """RSS before and after the server accepts one big message, and the peak meanwhile."""
+    time.sleep(0.5)
+    before = harness.rss_mb(pid)
+    peak_is_this_message = harness.reset_peak_rss(pid)
+    started = time.monotonic()
+    send(port, message)
+    seconds = time.monotonic() - started
+    time.sleep(0.5)
+    after = harness.rss_mb(pid)
+    size_mb = len(message) / 2**20
+    peak = harness.peak_rss_mb(pid) if peak_is_this_message else float("nan")
+    return {
+        "message_mb": size_mb,
+        "rss_before_mb": before,
+        "rss_after_mb": after,
+        "growth_mb": after - before,
+        "growth_x": (after - before) / size_mb,
+        "peak_mb": peak,
+        "peak_growth_x": (peak - before) / size_mb,
+        "seconds": seconds,
+    }
+
+
+def main() -> None:
+    args = harness.arguments(__doc__.splitlines()[0])
+    bench = harness.Bench("ingress", tiny=args.tiny, out=args.out, keep_logs=args.keep_logs)
+    rounds, warmup, duration = (1, 0.3, 1.0) if args.tiny else (2, 1.0, 10.0)
+
+    harness.prepare_database(bench)
+    harness.claim_redis(bench)
+    harness.setup_django(bench)
+    from accounts.models import Account
+    from domains.models import Domain
+    from webhooks.models import Delivery, InboundMessage, Webhook
+
+    account = Account.objects.create_user(email="bench@bench.example", password=None)
+    domain = Domain.objects.create(account=account, name="bench.example", verified=True)
+    Webhook.objects.create(
+        account=account,
+        domain=domain,
+        address=RCPT,
+        target_url="http://127.0.0.1:9/never-delivered",
+        secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    )
+
+    with harness.terminate_cleanly(), harness.Services(bench) as services:
+        bare = services.start("bare", [harness.PYTHON, "bench/bare_smtpd.py"])
+        bare_port = int(bare.wait_for(r"listening on [\d.]+:(\d+)").group(1))
+        ingress, ingress_port = services.ingress()
+        servers = {"bare": (bare_port, bare.pid), "conduit": (ingress_port, ingress.pid)}
+
+        results = []
+        for connections in CONCURRENCY:
+            runs: dict[str, list[Load]] = {"bare": [], "conduit": []}
+            for round_ in range(rounds):
+                for name in ("bare", "conduit") if round_ % 2 == 0 else ("conduit", "bare"):
+                    port, pid = servers[name]
+                    result = load(
+                        port, pid, connections=connections, warmup=warmup, duration=duration
+                    )
+                    runs[name].append(result)
+                    print(
+                        f"  {connections:>2} connections, {name:<7} {result.rate:7.1f} msg/s "
+                        f"(client {result.client_cores:.2f} cores, {result.errors} errors)",
+                        flush=True,
+                    )
+            row: dict = {"connections": connections}
+            for name, loads in runs.items():
+                messages = sum(r.messages for r in loads)
+                row[f"{name}_msgs_per_s"] = messages / sum(r.seconds for r in loads)
+                row[f"{name}_cpu_ms_per_msg"] = (
+                    1000 * sum(r.server_cpu for r in loads) / messages if messages else 0.0
+                )
+            row["ratio"] = (
+                row["conduit_msgs_per_s"] / row["bare_msgs_per_s"] if row["bare_msgs_per_s"] else 0
+            )
+            row["errors"] = sum(r.errors for loads in runs.values() for r in loads)
+            row["client_cores"] = max(r.client_cores for loads in runs.values() for r in loads)
+            results.append(row)
+        peak_mb = harness.peak_rss_mb(ingress.pid)
+
+        print(f"Memory: one {BIG_MESSAGE_SIZE / 1e6:.0f} MB message to each server ...", flush=True)
+        big_message = make_message(tag="bench-big", rcpt=RCPT, size=BIG_MESSAGE_SIZE)
+        big = big_message_growth(ingress.pid, ingress_port, big_message)
+        big_bare = big_message_growth(bare.pid, bare_port, big_message)
+
+    stored = InboundMessage.objects.count()
+    deliveries = Delivery.objects.filter(webhook__address=RCPT).count()
+
+    rows = [
+        [
+            r["connections"],
+            r["bare_msgs_per_s"],
+            r["conduit_msgs_per_s"],
+            f"{r['ratio']:.0%}",
+            "-" if r["connections"] == 1 else harness.verdict(r["ratio"] >= TARGET_RATIO),
+            f"{r['bare_cpu_ms_per_msg']:.1f} / {r['conduit_cpu_ms_per_msg']:.1f}",
+            f"{r['client_cores']:.2f}",
+            r["errors"],
+        ]
+        for r in results
+    ]
+    print()
+    print(
+        harness.table(
+            [
+                "connections",
+                "bare aiosmtpd msg/s",
+                "Conduit msg/s",
+                "ratio",
+                f">= {TARGET_RATIO:.0%}",
+                "server CPU ms/msg (bare / Conduit)",
+                "client cores",
+                "errors",
+            ],
+            rows,
+        )
+    )
+    print()
+    memory_rows = [
+        [
+            "peak RSS over the throughput runs",
+            f"{peak_mb:.0f} MB",
+            f"<= {TARGET_PEAK_MB} MB",
+            harness.verdict(peak_mb <= TARGET_PEAK_MB),
+        ],
+        [
+            f"RSS growth from one {big['message_mb']:.0f} MB message",
+            f"{big['growth_mb']:.0f} MB = {big['growth_x']:.1f}x "
+            f"({big['rss_before_mb']:.0f} -> {big['rss_after_mb']:.0f} MB)",
+            f"<= {TARGET_BIG_GROWTH:.0f}x",
+            harness.verdict(big["growth_x"] <= TARGET_BIG_GROWTH),
+        ],
+        [
+            "  peak while accepting it",
+            f"{big['peak_mb']:.0f} MB = +{big['peak_growth_x']:.1f}x",
+            "-",
+            "",
+        ],
+        [
+            "  bare aiosmtpd, same message",
+            f"{big_bare['growth_x']:+.1f}x after, peak +{big_bare['peak_growth_x']:.1f}x",
+            "-",
+            "",
+        ],
+    ]
+    print(harness.table(["ingress memory", "measured", "target", ""], memory_rows))
+    print(f"\nStored: {stored} messages, {deliveries} deliveries (every accepted message).")
+
+    path = harness.write_results(
+        bench,
+        {
+            "message_bytes": MESSAGE_SIZE,
+            "rounds": rounds,
+            "seconds_per_run": duration,
+            "throughput": results,
+            "memory": {"peak_rss_mb": peak_mb, "big_message": big, "big_message_bare": big_bare},
+            "stored_messages": stored,
+            "stored_deliveries": deliveries,
+            "targets": {
+                "ratio_at_8_and_32": TARGET_RATIO,
+                "peak_rss_mb": TARGET_PEAK_MB,
+                "big_message_growth_x": TARGET_BIG_GROWTH,
+            },
+        },
+    )
+    chart(bench, results)
+    print(f"Wrote {path}")
+    if stored != deliveries:
+        raise SystemExit("Every stored message must have its delivery")
+
+
+def chart(bench: harness.Bench, results: list[dict]) -> None:
+    plt = harness.pyplot()
+    if plt is None:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4))
+    xs = range(len(results))
+    width = 0.38
+    bare = [r["bare_msgs_per_s"] for r in results]
+    conduit = [r["conduit_msgs_per_s"] for r in results]
+    ax.bar([x - width / 2 for x in xs], bare, width, label="bare aiosmtpd (discards)")
+    bars = ax.bar([x + width / 2 for x in xs], conduit, width, label="Conduit ingress (stores)")
+    for bar, r in zip(bars, results, strict=True):
+        ax.annotate(
+            f"{r['ratio']:.0%}",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+        )
+    ax.set_xticks(list(xs), [f"{r['connections']} conn." for r in results])
+    ax.set_ylabel("messages/s (10 KB, one per connection)")
+    ax.set_title(f"SMTP acceptance ({os.cpu_count()} cores)")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(harness.chart_path(bench), dpi=110)
+    print(f"Wrote {harness.chart_path(bench)}")
+
+
+if __name__ == "__main__":
+    main()
