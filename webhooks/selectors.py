@@ -25,7 +25,12 @@ def get_webhook_for_account(*, account: Account, webhook_id: uuid.UUID) -> Webho
 
 def delivery_log_list(*, webhook: Webhook) -> QuerySet[DeliveryLog]:
     # Served by the (webhook, -attempted_at, -id) index: page 1 reads a few rows.
-    return DeliveryLog.objects.filter(webhook=webhook).order_by("-attempted_at", "-id")
+    # The kept response bodies (up to 20 KB each) are not part of the API's view.
+    return (
+        DeliveryLog.objects.filter(webhook=webhook)
+        .defer("response_body")
+        .order_by("-attempted_at", "-id")
+    )
 
 
 def get_delivery_log_for_webhook(*, webhook: Webhook, log_id: uuid.UUID) -> DeliveryLog:
