@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from datetime import timedelta
 
 from django.utils import timezone
@@ -12,6 +11,7 @@ from rest_framework.request import Request
 from accounts.models import Account, ApiToken, AuthSession
 from accounts.tokens import API_TOKEN_PREFIX, hash_token
 from conduit.errors import Unauthorized
+from conduit.ipnets import ip_in_networks, to_networks
 from conduit.net import client_ip
 
 # last_used_at is written at most this often per token, not on every request.
@@ -19,14 +19,7 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 def _ip_allowed(ip: str | None, allowed: list[str]) -> bool:
-    if not allowed:
-        return True
-    if ip is None:
-        return False
-    address = ipaddress.ip_address(ip)
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    return any(address in ipaddress.ip_network(entry, strict=False) for entry in allowed)
+    return not allowed or ip_in_networks(ip, to_networks(allowed))
 
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):

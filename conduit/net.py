@@ -8,22 +8,12 @@ from functools import lru_cache
 from django.conf import settings
 from django.http import HttpRequest
 
+from conduit.ipnets import IPNetwork, ip_in_networks, to_networks
+
 
 @lru_cache(maxsize=8)
-def _networks(
-    entries: tuple[str, ...],
-) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
-
-
-def _trusted(address: str, networks: tuple) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return any(ip in network for network in networks)
+def _networks(entries: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    return to_networks(entries)
 
 
 def client_ip(request: HttpRequest) -> str | None:
@@ -34,12 +24,12 @@ def client_ip(request: HttpRequest) -> str | None:
     """
     remote = request.META.get("REMOTE_ADDR") or None
     networks = _networks(tuple(settings.CONDUIT_TRUSTED_PROXIES))
-    if not networks or remote is None or not _trusted(remote, networks):
+    if not networks or remote is None or not ip_in_networks(remote, networks):
         return remote
     forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
     hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
     for hop in reversed(hops):
-        if not _trusted(hop, networks):
+        if not ip_in_networks(hop, networks):
             try:
                 return str(ipaddress.ip_address(hop))
             except ValueError:

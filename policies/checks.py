@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import idna
 
+from conduit.ipnets import IPNetwork, ip_in_networks
+
 __all__ = [
     "DUMMY_PASSWORD_HASH",
     "MASKED_PASSWORD",
@@ -33,7 +35,6 @@ __all__ = [
     "parse_ip_networks",
 ]
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MIN_PASSWORD_LENGTH = 12
 MASKED_PASSWORD = "********"
@@ -117,21 +118,7 @@ def ip_allowed(ip: str, networks: Sequence[IPNetwork]) -> bool:
     for IPv4 clients) is also tested as the IPv4 address. An unparsable address is
     refused when a list is set.
     """
-    if not networks:
-        return True
-    try:
-        address = ipaddress.ip_address(ip.strip().strip("[]").split("%", 1)[0])
-    except ValueError:
-        return False
-    candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [address]
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        candidates.append(address.ipv4_mapped)
-    return any(
-        candidate in network
-        for candidate in candidates
-        for network in networks
-        if candidate.version == network.version
-    )
+    return not networks or ip_in_networks(ip, networks)
 
 
 # --- Domain names ------------------------------------------------------------------------
