@@ -14,7 +14,6 @@ import uuid
 from dataclasses import dataclass, field
 
 from django import db
-from django.conf import settings
 from django.contrib.auth.hashers import check_password
 from django.db import close_old_connections
 
@@ -231,7 +230,3 @@ def accept_message(message: MessageInput) -> str:
         logger.exception("Database unavailable while accepting a message")
         return DB_UNAVAILABLE
     return f"250 2.0.0 Ok: queued as {accepted.message.id.hex}"
-
-
-def max_message_bytes() -> int:
-    return settings.CONDUIT_MAX_MESSAGE_BYTES
