@@ -6,11 +6,11 @@ State machine (the database is the source of truth, Celery only carries ids):
                                   \\-> pending (next_attempt_at = retry time)
                                   \\-> failed
 
-A task claims its row with SELECT ... FOR UPDATE (SKIP LOCKED) and does nothing
-unless the row is still due, so duplicate tasks (a sweep re-send, a redelivered
-message after a worker died) are harmless. The HTTP request runs with no
-transaction or lock held; a lease on the row lets the sweep take it back if
-the worker dies in the middle.
+A task claims its row with one conditional UPDATE that matches only while the
+row is still due, so duplicate tasks (a sweep re-send, a redelivered message
+after a worker died) are harmless: one of them gets the row, the others skip.
+The HTTP request runs with no transaction or lock held; a lease on the row lets
+the sweep take it back if the worker dies in the middle.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -142,52 +143,74 @@ def log_attempt(
 # --- Claiming -----------------------------------------------------------------
 
 
+def _claimable(now: datetime) -> Q:
+    """Rows a worker may take now: due pending ones, and stale leases of dead workers."""
+    due = Q(status=Delivery.Status.PENDING) & (
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    )
+    stale = Q(status=Delivery.Status.DELIVERING, leased_until__lte=now)
+    return due | stale
+
+
 def _claim(delivery_id: uuid.UUID) -> Delivery | None:
-    """Lock the row and move it to 'delivering' if it is due; None otherwise."""
+    """Move the delivery to 'delivering' under a lease if it is due; None otherwise.
+
+    One read, then one conditional UPDATE that only matches while the row is
+    still claimable: of two workers holding the same id (a sweep re-send, a
+    redelivered task), exactly one gets the row. No transaction or lock is
+    held beyond that statement.
+    """
     now = timezone.now()
-    with transaction.atomic():
-        delivery = (
-            Delivery.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("webhook", "message")
-            .filter(id=delivery_id)
-            .first()
+    delivery = Delivery.objects.select_related("webhook", "message").filter(id=delivery_id).first()
+    if delivery is None:
+        return None  # gone
+    due = delivery.status == Delivery.Status.PENDING and (
+        delivery.next_attempt_at is None or delivery.next_attempt_at <= now
+    )
+    stale = (
+        delivery.status == Delivery.Status.DELIVERING
+        and delivery.leased_until is not None
+        and delivery.leased_until <= now
+    )
+    if not (due or stale):
+        return None
+    # Every write below matches only while the row is still claimable.
+    claimable = Delivery.objects.filter(_claimable(now), id=delivery.id)
+    webhook = delivery.webhook
+    if not webhook.active:
+        # Kept, not dropped: reactivating the webhook delivers it.
+        claimable.update(
+            status=Delivery.Status.PENDING,
+            next_attempt_at=now + INACTIVE_RECHECK,
+            enqueued_at=None,
+            leased_until=None,
+            last_error="The webhook is inactive; waiting for it to be reactivated.",
+            updated_at=now,
         )
-        if delivery is None:
-            return None  # gone, or another worker holds it right now
-        due = delivery.status == Delivery.Status.PENDING and (
-            delivery.next_attempt_at is None or delivery.next_attempt_at <= now
-        )
-        stale = (
-            delivery.status == Delivery.Status.DELIVERING
-            and delivery.leased_until is not None
-            and delivery.leased_until <= now
-        )
-        if not (due or stale):
-            return None
-        webhook = delivery.webhook
-        if not webhook.active:
-            # Kept, not dropped: reactivating the webhook delivers it.
-            delivery.status = Delivery.Status.PENDING
-            delivery.next_attempt_at = now + INACTIVE_RECHECK
-            delivery.enqueued_at = None
-            delivery.last_error = "The webhook is inactive; waiting for it to be reactivated."
-            delivery.save(update_fields=["status", "next_attempt_at", "enqueued_at", "last_error"])
-            return None
-        wait = ratelimit.acquire(webhook_id=webhook.id, limit=webhook.rate_limit)
-        if wait > 0:
-            # Over the limit: deferred, not an attempt, nothing logged.
-            delivery.status = Delivery.Status.PENDING
-            delivery.next_attempt_at = now + timedelta(seconds=wait)
-            delivery.enqueued_at = delivery.next_attempt_at
-            delivery.save(update_fields=["status", "next_attempt_at", "enqueued_at", "updated_at"])
+        return None
+    wait = ratelimit.acquire(webhook_id=webhook.id, limit=webhook.rate_limit)
+    if wait > 0:
+        # Over the limit: deferred, not an attempt, nothing logged.
+        later = now + timedelta(seconds=wait)
+        if claimable.update(
+            status=Delivery.Status.PENDING,
+            next_attempt_at=later,
+            enqueued_at=later,
+            leased_until=None,
+            updated_at=now,
+        ):
             transaction.on_commit(
                 lambda: enqueue(delivery_id=delivery.id, countdown=wait), robust=True
             )
-            return None
-        delivery.status = Delivery.Status.DELIVERING
-        delivery.leased_until = now + _lease()
-        delivery.save(update_fields=["status", "leased_until", "updated_at"])
-        return delivery
+        return None
+    leased_until = now + _lease()
+    if not claimable.update(
+        status=Delivery.Status.DELIVERING, leased_until=leased_until, updated_at=now
+    ):
+        return None  # another worker took it meanwhile
+    delivery.status = Delivery.Status.DELIVERING
+    delivery.leased_until = leased_until
+    return delivery
 
 
 def _record(*, delivery: Delivery, sent: SendResult) -> None:
@@ -314,6 +337,31 @@ def enqueue(*, delivery_id: uuid.UUID, countdown: float | None = None) -> bool:
     return True
 
 
+# Deliveries carried by one task. Small, so that a group spreads over the
+# worker's processes instead of queueing behind one slow target.
+TASK_BATCH = 4
+
+
+def enqueue_many(ids: Sequence[uuid.UUID]) -> int:
+    """Put deliveries on the queue, a few per task; returns how many made it.
+
+    As with enqueue, a failure loses nothing: the sweep re-sends what is still
+    pending. After one failure the broker is taken to be down and the rest
+    are left to the sweep too, rather than each waiting out its own timeout.
+    """
+    from webhooks.tasks import deliver_many_task
+
+    for start in range(0, len(ids), TASK_BATCH):
+        chunk = [str(i) for i in ids[start : start + TASK_BATCH]]
+        try:
+            deliver_many_task.apply_async(args=[chunk])
+        except Exception:
+            left = ", ".join(str(i) for i in ids[start:])
+            logger.warning("Could not enqueue deliveries %s; the sweep will retry", left)
+            return start
+    return len(ids)
+
+
 def sweep(*, limit: int = 500) -> int:
     """Enqueue deliveries that are due but whose task is not (or no longer) queued."""
     now = timezone.now()
@@ -333,8 +381,7 @@ def sweep(*, limit: int = 500) -> int:
             status=Delivery.Status.PENDING, next_attempt_at=now, leased_until=None
         )
         Delivery.objects.filter(id__in=ids).update(enqueued_at=now)
-    for delivery_id in ids:
-        enqueue(delivery_id=delivery_id)
+    enqueue_many(ids)
     return len(ids)
 
 

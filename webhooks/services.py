@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
@@ -203,64 +206,84 @@ def _store_raw_binary(*, message: InboundMessage, raw: bytes) -> None:
 
 
 @dataclass(frozen=True)
+class NewMessage:
+    """A message the ingress accepts, with its recipients grouped by webhook."""
+
+    raw: bytes
+    mail_from: str
+    recipients: dict[Webhook, list[str]]
+    client_ip: str | None
+    helo: str
+    message_id_header: str
+    spf_result: str = ""
+    dkim_domains: list[str] = dataclass_field(default_factory=list)
+    smtp_auth_user: str = ""
+
+
+@dataclass(frozen=True)
 class AcceptedMessage:
     message: InboundMessage
     delivery_ids: list[uuid.UUID]
 
 
-def message_accept(
-    *,
-    raw: bytes,
-    mail_from: str,
-    recipients: dict[Webhook, list[str]],
-    client_ip: str | None,
-    helo: str,
-    message_id_header: str,
-    spf_result: str = "",
-    dkim_domains: list[str] | None = None,
-    smtp_auth_user: str = "",
-) -> AcceptedMessage:
-    """Store a message and one pending delivery per webhook, then enqueue them.
+def message_accept(**fields: Any) -> AcceptedMessage:
+    """Store one message (see messages_accept); keyword arguments as NewMessage."""
+    return messages_accept([NewMessage(**fields)])[0]
 
-    One transaction: either the message and all its deliveries exist (and the
-    sender gets 250) or nothing does (and the sender retries). Tasks go on the
-    queue only after the commit, so a worker never looks for an unwritten row.
+
+def messages_accept(
+    new_messages: Sequence[NewMessage], *, enqueue: bool = True
+) -> list[AcceptedMessage]:
+    """Store messages and one pending delivery per webhook each, then enqueue them.
+
+    One transaction: either every message and all its deliveries exist (and
+    the senders get 250) or nothing does (and they retry). Several messages
+    share it when the ingress groups concurrent sessions (a group commit):
+    two inserts and one commit for all of them. Tasks go on the queue only
+    after the commit, so a worker never looks for an unwritten row; with
+    ``enqueue=False`` the caller does that (delivery.enqueue_many).
     """
+    if not new_messages:
+        return []
     now = timezone.now()
-    all_rcpts = [rcpt for rcpts in recipients.values() for rcpt in rcpts]
-    binary = len(raw) > BINARY_RAW_BYTES and connection.vendor == "postgresql"
-    with transaction.atomic():
-        message = InboundMessage.objects.create(
-            mail_from=mail_from,
-            rcpt_to=all_rcpts,
-            client_ip=client_ip,
-            helo=helo,
-            raw=None if binary else raw,
-            size=len(raw),
-            message_id_header=message_id_header[:998],
-            spf_result=spf_result,
-            dkim_domains=dkim_domains or [],
-            smtp_auth_user=smtp_auth_user,
+    postgres = connection.vendor == "postgresql"
+    messages = [
+        InboundMessage(
+            mail_from=new.mail_from,
+            rcpt_to=[rcpt for rcpts in new.recipients.values() for rcpt in rcpts],
+            client_ip=new.client_ip,
+            helo=new.helo,
+            raw=None if postgres and len(new.raw) > BINARY_RAW_BYTES else new.raw,
+            size=len(new.raw),
+            message_id_header=new.message_id_header[:998],
+            spf_result=new.spf_result,
+            dkim_domains=list(new.dkim_domains),
+            smtp_auth_user=new.smtp_auth_user,
         )
-        if binary:
-            _store_raw_binary(message=message, raw=raw)
-        deliveries = Delivery.objects.bulk_create(
-            [
-                Delivery(
-                    message=message,
-                    webhook=webhook,
-                    rcpt_to=rcpts,
-                    next_attempt_at=now,
-                    enqueued_at=now,
-                )
-                for webhook, rcpts in recipients.items()
-            ]
+        for new in new_messages
+    ]
+    deliveries = [
+        Delivery(
+            message=message,
+            webhook=webhook,
+            rcpt_to=rcpts,
+            next_attempt_at=now,
+            enqueued_at=now,
         )
-        ids = [d.id for d in deliveries]
-
-        def enqueue_all() -> None:
-            for delivery_id in ids:
-                delivery.enqueue(delivery_id=delivery_id)
-
-        transaction.on_commit(enqueue_all, robust=True)
-    return AcceptedMessage(message=message, delivery_ids=ids)
+        for message, new in zip(messages, new_messages, strict=True)
+        for webhook, rcpts in new.recipients.items()
+    ]
+    # No savepoint when the caller holds a transaction: any failure fails it all.
+    with transaction.atomic(savepoint=False):
+        InboundMessage.objects.bulk_create(messages)
+        for message, new in zip(messages, new_messages, strict=True):
+            if message.raw is None:
+                _store_raw_binary(message=message, raw=new.raw)
+        Delivery.objects.bulk_create(deliveries)
+        if enqueue:
+            ids = [d.id for d in deliveries]
+            transaction.on_commit(lambda: delivery.enqueue_many(ids), robust=True)
+    by_message: dict[uuid.UUID, list[uuid.UUID]] = {}
+    for item in deliveries:
+        by_message.setdefault(item.message_id, []).append(item.id)
+    return [AcceptedMessage(message=m, delivery_ids=by_message[m.id]) for m in messages]

@@ -72,7 +72,7 @@ def test_it_accepts_mail_while_the_broker_is_down_and_the_sweep_delivers_it_late
     assert refused == {}
     delivery = Delivery.objects.get()
     assert (delivery.status, delivery.attempts) == (Delivery.Status.PENDING, 0)
-    ingress.wait_for_output(f"Could not enqueue delivery {delivery.id}; the sweep will retry")
+    ingress.wait_for_output(f"Could not enqueue deliveries {delivery.id}; the sweep will retry")
 
     stack.redis.start()
     stack.wait_ready(stack.worker(), stack.beat())
@@ -176,4 +176,6 @@ def test_it_writes_nothing_when_the_database_goes_away_in_the_middle_of_acceptin
         refused = smtp.sendmail("sender@sender.example", ["team@alice.example"], MESSAGE)
     assert refused == {}, ingress.output()
     assert Delivery.objects.filter(message=InboundMessage.objects.get()).count() == 1
+    # Enqueued once committed, just after the 250.
+    wait_for(lambda: queued_tasks(stack) == 1)
     assert queued_tasks(stack) == 1

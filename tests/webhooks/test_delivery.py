@@ -304,7 +304,7 @@ def test_it_holds_deliveries_of_an_inactive_webhook(webhook, httpserver):
 @pytest.mark.django_db
 def test_it_sweeps_lost_and_stale_deliveries(webhook, monkeypatch):
     sent = []
-    monkeypatch.setattr(delivery, "enqueue", lambda **kw: sent.append(kw["delivery_id"]))
+    monkeypatch.setattr(delivery, "enqueue_many", lambda ids: sent.extend(ids))
     accept(webhook)
     accept(webhook, raw=RAW + b"2")
     fresh, stale = Delivery.objects.order_by("created_at")
