@@ -289,7 +289,9 @@ def main() -> None:
         wait_for_arrivals(everything, arrivals)
         lost_total = sum(1 for tag in everything if tag not in arrivals.first)
         memory = {
-            "ingress_peak_mb": harness.peak_rss_mb(ingress.pid),
+            "ingress_peak_mb": max(
+                harness.peak_rss_mb(p) for p in harness.children(ingress.pid) or [ingress.pid]
+            ),
             "worker": process_memory(worker),
         }
 

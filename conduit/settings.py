@@ -160,6 +160,9 @@ CONDUIT_DNS_TIMEOUT = env_float("CONDUIT_DNS_TIMEOUT", 5.0, minimum=0.1)
 
 CONDUIT_INGRESS_HOST = env_str("CONDUIT_INGRESS_HOST", "0.0.0.0")  # noqa: S104
 CONDUIT_INGRESS_PORT = env_int("CONDUIT_INGRESS_PORT", 2525, minimum=0)
+# Processes sharing the listening socket; 0 = one per CPU core. SQLite (local
+# runs) gets one: its writers queue for a single file lock anyway.
+CONDUIT_INGRESS_PROCESSES = env_int("CONDUIT_INGRESS_PROCESSES", 0, minimum=0)
 CONDUIT_MAX_MESSAGE_BYTES = env_int("CONDUIT_MAX_MESSAGE_BYTES", 25 * 1024 * 1024, minimum=1024)
 CONDUIT_MAX_RECIPIENTS = env_int("CONDUIT_MAX_RECIPIENTS", 100, minimum=1)
 CONDUIT_TLS_CERT = env_str("CONDUIT_TLS_CERT")

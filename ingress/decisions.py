@@ -10,12 +10,16 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import logging
+import threading
+import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from django import db
 from django.contrib.auth.hashers import check_password
-from django.db import close_old_connections
+from django.db import close_old_connections, connection, transaction
 
 from domains.services import dns_resolver
 from policies import checks, mailauth
@@ -25,6 +29,8 @@ from webhooks import services as webhook_services
 from webhooks.models import Webhook
 
 logger = logging.getLogger("conduit.ingress")
+
+T = TypeVar("T")
 
 DB_UNAVAILABLE = "451 4.3.0 Temporary failure storing the message; please try again later"
 
@@ -41,6 +47,19 @@ class Identity:
 class Route:
     webhook_id: uuid.UUID
     policy_id: uuid.UUID | None
+    # The policy asked for SPF or DKIM when the recipient was accepted.
+    needs_mail_auth: bool = False
+
+
+@dataclass(frozen=True)
+class RecipientFacts:
+    """What RCPT needs to know about the webhook a recipient resolves to."""
+
+    webhook_id: uuid.UUID
+    policy_id: uuid.UUID | None = None
+    allowed_networks: Sequence[checks.IPNetwork] = ()
+    require_smtp_auth: bool = False
+    needs_mail_auth: bool = False
 
 
 @dataclass
@@ -51,19 +70,51 @@ class MessageInput:
     client_ip: str
     routes: dict[str, Route] = field(default_factory=dict)  # rcpt -> webhook
     identity: Identity | None = None
+    # No webhook or policy changed since the routes were looked up (the route
+    # cache heard of none): they need not be read again before storing.
+    routes_current: bool = False
 
 
-def _fresh_connection() -> None:
-    # Handler threads are long-lived: drop connections that broke or aged out.
-    close_old_connections()
+# A connection idle this long is checked (one round trip) before it is used again.
+IDLE_CHECK_SECONDS = 1.0
+_thread_state = threading.local()
+
+
+def _fresh_connection() -> bool:
+    """Handler threads are long-lived: drop connections that broke or aged out.
+
+    The check costs a round trip, so a busy thread (used within the last
+    second, no error since) skips it; a connection that failed is always
+    checked, and replaced, before its next use. True if it was checked.
+    """
+    now = time.monotonic()
+    idle = now - getattr(_thread_state, "last_used", float("-inf"))
+    _thread_state.last_used = now
+    if idle > IDLE_CHECK_SECONDS or connection.errors_occurred or connection.connection is None:
+        close_old_connections()
+        return True
+    return False
+
+
+def _read(func: Callable[[], T]) -> T:
+    """Run a read-only lookup; if an unchecked connection turns out dead, reconnect once."""
+    checked = _fresh_connection()
+    try:
+        return func()
+    except (db.OperationalError, db.InterfaceError):
+        if checked:
+            raise
+    close_old_connections()  # errors_occurred is set: checks the connection and drops it
+    return func()
 
 
 def authenticate(*, username: str, password: str) -> Identity | None:
     """The policies whose credentials match, or None (then the client gets 535)."""
-    _fresh_connection()
-    candidates = list(
-        SmtpCredential.objects.filter(username__iexact=username).values_list(
-            "policy_id", "username", "password_hash"
+    candidates = _read(
+        lambda: list(
+            SmtpCredential.objects.filter(username__iexact=username).values_list(
+                "policy_id", "username", "password_hash"
+            )
         )
     )
     matched = set()
@@ -85,30 +136,55 @@ def authenticate(*, username: str, password: str) -> Identity | None:
     return Identity(username=username, policy_ids=frozenset(matched))
 
 
+def recipient_facts(address: str) -> RecipientFacts | None:
+    """Look a recipient up in the database: None when no active webhook serves it."""
+    webhook = _read(lambda: webhook_selectors.webhook_for_recipient(address))
+    if webhook is None:
+        return None
+    policy = webhook.smtp_security_policy
+    if policy is None:
+        return RecipientFacts(webhook_id=webhook.id)
+    return RecipientFacts(
+        webhook_id=webhook.id,
+        policy_id=policy.id,
+        allowed_networks=tuple(checks.parse_ip_networks(policy.allowed_source_ips or "")),
+        require_smtp_auth=policy.require_smtp_auth,
+        needs_mail_auth=policy.require_spf or policy.require_dkim,
+    )
+
+
+def judge_recipient(
+    *, address: str, facts: RecipientFacts | None, client_ip: str, identity: Identity | None
+) -> tuple[str | None, Route | None]:
+    """(reply, None) to refuse the recipient, or (None, route) to accept it. No I/O."""
+    if facts is None:
+        return f"550 5.1.1 <{address}>: no such mailbox here", None
+    if facts.allowed_networks and not checks.ip_allowed(client_ip, facts.allowed_networks):
+        return (
+            f"550 5.7.1 <{address}>: client address {client_ip} is not allowed "
+            "to send to this address",
+            None,
+        )
+    if facts.require_smtp_auth and (identity is None or facts.policy_id not in identity.policy_ids):
+        return (
+            f"530 5.7.0 <{address}>: authentication required; log in with SMTP AUTH "
+            "using this address's credentials",
+            None,
+        )
+    route = Route(
+        webhook_id=facts.webhook_id,
+        policy_id=facts.policy_id,
+        needs_mail_auth=facts.needs_mail_auth,
+    )
+    return None, route
+
+
 def check_recipient(
     *, address: str, client_ip: str, identity: Identity | None
 ) -> tuple[str | None, Route | None]:
     """(reply, None) to refuse the recipient, or (None, route) to accept it."""
-    _fresh_connection()
-    webhook = webhook_selectors.webhook_for_recipient(address)
-    if webhook is None:
-        return f"550 5.1.1 <{address}>: no such mailbox here", None
-    policy = webhook.smtp_security_policy
-    if policy is not None:
-        networks = checks.parse_ip_networks(policy.allowed_source_ips or "")
-        if networks and not checks.ip_allowed(client_ip, networks):
-            return (
-                f"550 5.7.1 <{address}>: client address {client_ip} is not allowed "
-                "to send to this address",
-                None,
-            )
-        if policy.require_smtp_auth and (identity is None or policy.id not in identity.policy_ids):
-            return (
-                f"530 5.7.0 <{address}>: authentication required; log in with SMTP AUTH "
-                "using this address's credentials",
-                None,
-            )
-    return None, Route(webhook_id=webhook.id, policy_id=policy.id if policy else None)
+    facts = recipient_facts(address)
+    return judge_recipient(address=address, facts=facts, client_ip=client_ip, identity=identity)
 
 
 def _header_block(raw: bytes) -> bytes:
@@ -186,6 +262,49 @@ def _check_mail_auth(
     return None, spf_result, dkim_domains
 
 
+def _recipients(
+    message: MessageInput, webhooks: dict[uuid.UUID, Webhook]
+) -> dict[Webhook, list[str]]:
+    """The message's recipients by webhook, for the webhooks still active."""
+    recipients: dict[Webhook, list[str]] = {}
+    for rcpt, route in message.routes.items():
+        webhook = webhooks.get(route.webhook_id)
+        if webhook is not None:
+            recipients.setdefault(webhook, []).append(rcpt)
+    return recipients
+
+
+def _current_recipients(message: MessageInput) -> dict[Webhook, list[str]]:
+    """The recipients by webhook, from routes known to be current (no query)."""
+    webhooks: dict[uuid.UUID, Webhook] = {}
+    recipients: dict[Webhook, list[str]] = {}
+    for rcpt, route in message.routes.items():
+        webhook = webhooks.get(route.webhook_id)
+        if webhook is None:
+            # Only the id is used: it becomes the deliveries' foreign key.
+            webhook = webhooks[route.webhook_id] = Webhook(id=route.webhook_id)
+        recipients.setdefault(webhook, []).append(rcpt)
+    return recipients
+
+
+def _active_webhooks(ids: set[uuid.UUID]) -> dict[uuid.UUID, Webhook]:
+    if not ids:
+        return {}
+    return {
+        w.id: w
+        for w in Webhook.objects.filter(id__in=ids, active=True).select_related(
+            "smtp_security_policy"
+        )
+    }
+
+
+NO_RECIPIENTS_LEFT = "554 5.1.1 None of the recipients can receive mail any more"
+
+
+def _accepted(message_id: uuid.UUID) -> str:
+    return f"250 2.0.0 Ok: queued as {message_id.hex}"
+
+
 def accept_message(message: MessageInput) -> str:
     """Check what must be checked after DATA, then store the message durably.
 
@@ -195,38 +314,106 @@ def accept_message(message: MessageInput) -> str:
     """
     try:
         _fresh_connection()
-        webhook_ids = {route.webhook_id for route in message.routes.values()}
-        webhooks = {
-            w.id: w
-            for w in Webhook.objects.filter(id__in=webhook_ids, active=True).select_related(
-                "smtp_security_policy"
-            )
-        }
-        recipients: dict[Webhook, list[str]] = {}
-        for rcpt, route in message.routes.items():
-            webhook = webhooks.get(route.webhook_id)
-            if webhook is not None:
-                recipients.setdefault(webhook, []).append(rcpt)
+        webhooks = _active_webhooks({route.webhook_id for route in message.routes.values()})
+        recipients = _recipients(message, webhooks)
         if not recipients:
-            return "554 5.1.1 None of the recipients can receive mail any more"
+            return NO_RECIPIENTS_LEFT
         policies = list(
             {w.smtp_security_policy_id: w.smtp_security_policy for w in recipients}.values()
         )
         reply, spf_result, dkim_domains = _check_mail_auth(message, [p for p in policies if p])
         if reply is not None:
             return reply
-        accepted = webhook_services.message_accept(
-            raw=message.raw,
-            mail_from=message.mail_from,
-            recipients=recipients,
-            client_ip=message.client_ip,
-            helo=message.helo,
-            message_id_header=_message_id(message.raw),
-            spf_result=spf_result,
-            dkim_domains=dkim_domains,
-            smtp_auth_user=message.identity.username if message.identity else "",
-        )
+        new = _new_message(message, recipients, spf_result=spf_result, dkim_domains=dkim_domains)
+        [accepted] = webhook_services.messages_accept([new])
     except db.Error:  # OperationalError, InterfaceError: no usable connection
         logger.exception("Database unavailable while accepting a message")
         return DB_UNAVAILABLE
-    return f"250 2.0.0 Ok: queued as {accepted.message.id.hex}"
+    return _accepted(accepted.message.id)
+
+
+def _new_message(
+    message: MessageInput,
+    recipients: dict[Webhook, list[str]],
+    *,
+    spf_result: str = "",
+    dkim_domains: list[str] | None = None,
+) -> webhook_services.NewMessage:
+    return webhook_services.NewMessage(
+        raw=message.raw,
+        mail_from=message.mail_from,
+        recipients=recipients,
+        client_ip=message.client_ip,
+        helo=message.helo,
+        message_id_header=_message_id(message.raw),
+        spf_result=spf_result,
+        dkim_domains=dkim_domains or [],
+        smtp_auth_user=message.identity.username if message.identity else "",
+    )
+
+
+@dataclass
+class GroupReplies:
+    replies: list[str | None]
+    # The stored deliveries, for the caller to enqueue once it has answered.
+    delivery_ids: list[uuid.UUID] = field(default_factory=list)
+
+
+def accept_messages(messages: Sequence[MessageInput]) -> GroupReplies:
+    """Store several sessions' messages in one transaction: a group commit.
+
+    One reply per message, in order: 250 once the transaction that holds it
+    committed, a refusal, or None for a message that must go through
+    accept_message on its own because a policy now asks for SPF or DKIM (DNS
+    lookups have no place inside a shared transaction). A database error
+    fails the whole group with 451; one caused by a message's data (not by the
+    connection) is retried message by message, so one bad message never
+    holds up the others.
+    """
+    replies: list[str | None] = [None] * len(messages)
+    try:
+        _fresh_connection()
+        with transaction.atomic():
+            webhooks = _active_webhooks(
+                {
+                    route.webhook_id
+                    for m in messages
+                    if not m.routes_current
+                    for route in m.routes.values()
+                }
+            )
+            ready: list[tuple[int, webhook_services.NewMessage]] = []
+            for index, message in enumerate(messages):
+                if message.routes_current:
+                    recipients = _current_recipients(message)
+                    if any(route.needs_mail_auth for route in message.routes.values()):
+                        continue  # None: the caller runs accept_message for it
+                    ready.append((index, _new_message(message, recipients)))
+                    continue
+                recipients = _recipients(message, webhooks)
+                if not recipients:
+                    replies[index] = NO_RECIPIENTS_LEFT
+                    continue
+                policies = [w.smtp_security_policy for w in recipients if w.smtp_security_policy]
+                if any(p.require_spf or p.require_dkim for p in policies):
+                    continue  # None: the caller runs accept_message for it
+                ready.append((index, _new_message(message, recipients)))
+            accepted = webhook_services.messages_accept([new for _, new in ready], enqueue=False)
+    except (db.OperationalError, db.InterfaceError):  # no usable connection
+        logger.exception("Database unavailable while accepting %d messages", len(messages))
+        return GroupReplies([DB_UNAVAILABLE] * len(messages))
+    except db.Error:
+        if len(messages) == 1:
+            logger.exception("The database refused a message")
+            return GroupReplies([DB_UNAVAILABLE])
+        result = GroupReplies([])
+        for message in messages:
+            alone = accept_messages([message])
+            result.replies.extend(alone.replies)
+            result.delivery_ids.extend(alone.delivery_ids)
+        return result
+    result = GroupReplies(replies)
+    for (index, _), stored in zip(ready, accepted, strict=True):
+        replies[index] = _accepted(stored.message.id)
+        result.delivery_ids.extend(stored.delivery_ids)
+    return result

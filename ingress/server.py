@@ -1,27 +1,35 @@
 """The SMTP listener: a thin asyncio layer over ingress.decisions.
 
-aiosmtpd speaks the protocol; every decision (recipient lookup, policy checks,
-AUTH, storing the message) runs in worker threads through sync_to_async, so a
-slow database or DNS answer holds up one session, never the event loop.
+aiosmtpd speaks the protocol; every decision that needs the database or DNS
+(recipient lookup, AUTH, SPF/DKIM, storing the message) runs in worker
+threads, so a slow answer holds up one session, never the event loop. Two
+things keep the common path cheap: recipient lookups are answered from
+memory while PostgreSQL reports no change (ingress.routes), and messages of
+concurrent sessions are stored in shared transactions (ingress.store).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
+import os
 import signal
 import socket
 import ssl
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
-from asgiref.sync import sync_to_async
 from django import db
 from django.conf import settings
 
-from ingress import decisions
+from ingress import decisions, routes
+from ingress.store import GroupCommitter
+from webhooks.services import BINARY_RAW_BYTES
 
 logger = logging.getLogger("conduit.ingress")
 
@@ -41,10 +49,10 @@ MAX_ADDRESS_LENGTH = 320
 MAX_HELO_LENGTH = 255
 
 
-def _off_loop(func: Any) -> Any:
-    # Not thread-sensitive: sessions run their database work in parallel threads
-    # (the loop's default executor, which serve() sizes).
-    return sync_to_async(func, thread_sensitive=False)
+async def _off_loop(func: Any, /, **kwargs: Any) -> Any:
+    # Sessions run their database and DNS work in parallel threads (the loop's
+    # default executor, which serve() sizes).
+    return await asyncio.get_running_loop().run_in_executor(None, functools.partial(func, **kwargs))
 
 
 @dataclass
@@ -74,7 +82,7 @@ class ConduitSMTP(SMTP):
         username = login.login.decode("utf-8", "replace")
         password = login.password.decode("utf-8", "replace")
         try:
-            identity = await _off_loop(decisions.authenticate)(username=username, password=password)
+            identity = await _off_loop(decisions.authenticate, username=username, password=password)
         except db.Error:  # OperationalError, InterfaceError: no usable connection
             return AuthResult(success=False, handled=False, message=decisions.DB_UNAVAILABLE)
         if identity is None:
@@ -97,8 +105,16 @@ class ConduitSMTP(SMTP):
 class Handler:
     """aiosmtpd hooks; each one hands the real work to ingress.decisions."""
 
-    def __init__(self, *, max_recipients: int) -> None:
+    def __init__(
+        self,
+        *,
+        max_recipients: int,
+        routes: routes.RouteCache | None = None,
+        committer: GroupCommitter | None = None,
+    ) -> None:
         self.max_recipients = max_recipients
+        self.routes = routes if routes is not None else RouteCacheOff()
+        self.committer = committer
 
     async def handle_exception(self, error: Exception) -> str:
         # aiosmtpd would answer "500 Error: (TypeError) ...": permanent, and revealing.
@@ -134,8 +150,13 @@ class Handler:
             return f"553 5.1.3 Recipient address longer than {MAX_ADDRESS_LENGTH} characters"
         identity = session.auth_data if session.authenticated else None
         try:
-            reply, route = await _off_loop(decisions.check_recipient)(
-                address=address, client_ip=_client_ip(session), identity=identity
+            generation = self.routes.generation
+            hit, facts = self.routes.get(address)
+            if not hit:
+                facts = await _off_loop(decisions.recipient_facts, address=address)
+                self.routes.put(address, facts, generation=generation)
+            reply, route = decisions.judge_recipient(
+                address=address, facts=facts, client_ip=_client_ip(session), identity=identity
             )
         except db.Error:  # OperationalError, InterfaceError: no usable connection
             logger.exception("Database unavailable while checking a recipient")
@@ -148,6 +169,9 @@ class Handler:
             return reply
         routes = envelope.__dict__.setdefault("conduit_routes", {})
         routes[address] = route
+        # The oldest generation any route was looked up in: if the cache is
+        # still at it at DATA, nothing changed since.
+        envelope.__dict__.setdefault("conduit_generation", generation)
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
@@ -163,9 +187,11 @@ class Handler:
             client_ip=_client_ip(session),
             routes=envelope.__dict__.get("conduit_routes", {}),
             identity=identity,
+            routes_current=self.routes.live
+            and envelope.__dict__.get("conduit_generation") == self.routes.generation,
         )
         try:
-            reply = await _off_loop(decisions.accept_message)(message)
+            reply = await self._accept(message)
         except Exception:
             # Answered here, not in handle_exception, so the envelope is reset as
             # after any other DATA reply and the sender can try the next message.
@@ -176,6 +202,32 @@ class Handler:
         else:
             log.refused.append(reply[:3])
         return reply
+
+    async def _accept(self, message: decisions.MessageInput) -> str:
+        reply = None
+        alone = (
+            self.committer is None
+            or len(message.raw) > BINARY_RAW_BYTES
+            or any(route.needs_mail_auth for route in message.routes.values())
+        )
+        if not alone:
+            reply = await self.committer.store(message)
+        if reply is None:  # SPF/DKIM to check, or too big to share a transaction
+            reply = await _off_loop(decisions.accept_message, message=message)
+        return reply
+
+
+class RouteCacheOff:
+    """No cache: every recipient is looked up in the database."""
+
+    live = False
+    generation = 0
+
+    def get(self, address: str) -> tuple[bool, None]:
+        return False, None
+
+    def put(self, address: str, facts: Any, *, generation: int) -> None:
+        pass
 
 
 def _client_ip(session: Session) -> str:
@@ -233,8 +285,15 @@ def tls_context() -> ssl.SSLContext | None:
     return context
 
 
-def protocol_factory(*, hostname: str | None = None) -> Any:
-    handler = Handler(max_recipients=settings.CONDUIT_MAX_RECIPIENTS)
+def protocol_factory(
+    *,
+    hostname: str | None = None,
+    routes: routes.RouteCache | None = None,
+    committer: GroupCommitter | None = None,
+) -> Any:
+    handler = Handler(
+        max_recipients=settings.CONDUIT_MAX_RECIPIENTS, routes=routes, committer=committer
+    )
     context = tls_context()
     # Once, not per connection as aiosmtpd would: getfqdn() may wait on DNS.
     hostname = hostname or socket.getfqdn()
@@ -262,35 +321,49 @@ def protocol_factory(*, hostname: str | None = None) -> Any:
 
 async def serve(
     *,
-    host: str,
-    port: int,
+    host: str = "",
+    port: int = 0,
+    sockets: list[socket.socket] | None = None,
     stop: asyncio.Event | None = None,
     on_ready: Any = None,
     grace: float = 30.0,
+    announce: bool = True,
+    route_cache: routes.RouteCache | None = None,
 ) -> None:
     """Listen until SIGTERM/SIGINT (or ``stop``), then stop accepting connections,
     let transactions in progress finish (for up to ``grace`` seconds) and close
-    idle sessions with 421, so senders retry elsewhere or later."""
+    idle sessions with 421, so senders retry elsewhere or later.
+
+    Binds ``host``:``port``, or serves ``sockets`` already bound and listening
+    (the processes of run() share them). ``route_cache`` is for tests to look into."""
     loop = asyncio.get_running_loop()
     loop.set_default_executor(
         ThreadPoolExecutor(max_workers=DECISION_THREADS, thread_name_prefix="ingress")
     )
-    factory = protocol_factory()
-    server = await loop.create_server(factory, host=host, port=port)
+    cache = route_cache if route_cache is not None else routes.RouteCache()
+    listener = None
+    params = await _off_loop(routes.listener_connection_params)
+    if params is not None:
+        listener = asyncio.create_task(routes.listen(cache, params), name="route-listener")
+    committer = GroupCommitter(loop)
+    factory = protocol_factory(routes=cache, committer=committer)
+    if sockets is None:
+        servers = [await loop.create_server(factory, host=host, port=port)]
+    else:
+        servers = [await loop.create_server(factory, sock=sock) for sock in sockets]
     if stop is None:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-    addresses = ", ".join(
-        f"{sock.getsockname()[0]}:{sock.getsockname()[1]}" for sock in server.sockets
-    )
-    logger.info("SMTP ingress listening on %s", addresses)
-    print(f"SMTP ingress listening on {addresses}", flush=True)
+    bound = [sock.getsockname() for server in servers for sock in server.sockets]
+    if announce:
+        _announce(bound)
     if on_ready is not None:
-        on_ready(server.sockets[0].getsockname()[1])
+        on_ready(bound[0][1])
     await stop.wait()
     logger.info("Stopping: no new connections; finishing %d session(s)", len(factory.live))
-    server.close()
+    for server in servers:
+        server.close()
     deadline = loop.time() + grace
     while factory.live and loop.time() < deadline:
         for protocol in list(factory.live):
@@ -299,5 +372,118 @@ async def serve(
     for protocol in list(factory.live):
         if protocol.transport is not None:
             protocol.transport.close()
-    await server.wait_closed()
+    for server in servers:
+        await server.wait_closed()
+    await _off_loop(committer.close)
+    if listener is not None:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
     logger.info("SMTP ingress stopped")
+
+
+def _announce(bound: list[Any]) -> None:
+    addresses = ", ".join(f"{address[0]}:{address[1]}" for address in bound)
+    logger.info("SMTP ingress listening on %s", addresses)
+    print(f"SMTP ingress listening on {addresses}", flush=True)
+
+
+def process_count(requested: int | None = None) -> int:
+    """How many ingress processes to run: as asked, else the setting, 0 = one per core."""
+    from django.db import connection
+
+    count = settings.CONDUIT_INGRESS_PROCESSES if requested is None else requested
+    if connection.vendor != "postgresql":
+        return 1
+    return count or os.cpu_count() or 1
+
+
+def listening_sockets(host: str, port: int) -> list[socket.socket]:
+    """Bound, listening sockets for ``host`` (every address it resolves to) and ``port``."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    seen: set[tuple[int, Any]] = set()
+    for family, kind, proto, _, address in infos:
+        if (family, address) in seen:
+            continue
+        seen.add((family, address))
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if sockets and port == 0:  # the port the first address got, for all
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            sock.bind(address)
+            sock.listen(1024)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            for other in sockets:
+                other.close()
+            raise
+        sockets.append(sock)
+    return sockets
+
+
+def run(*, host: str, port: int, processes: int, grace: float = 30.0) -> int:
+    """Run the ingress in ``processes`` processes sharing one listening socket.
+
+    The parent binds, forks the processes and waits; SIGTERM or SIGINT is passed
+    on to each, which finishes its sessions (serve()) and exits. A process that
+    dies otherwise is replaced. Each process has its own event loop, database
+    connections and route cache, so the ingress uses every core; one process is
+    one event loop and, through the GIL, at most one core.
+    """
+    if processes <= 1:
+        asyncio.run(serve(host=host, port=port, grace=grace))
+        return 0
+    sockets = listening_sockets(host, port)
+    _announce([sock.getsockname() for sock in sockets])
+    stopping = False
+    children: set[int] = set()
+
+    def spawn() -> None:
+        pid = os.fork()
+        if pid == 0:  # the child: its own loop, threads and connections
+            code = 1
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                asyncio.run(serve(sockets=sockets, grace=grace, announce=False))
+                code = 0
+            except BaseException:
+                logger.exception("Ingress process failed")
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        children.add(pid)
+
+    def stop(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        # The port closes once every process has let go of it.
+        for sock in sockets:
+            sock.close()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for _ in range(processes):
+        spawn()
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        children.discard(pid)
+        if not stopping:
+            logger.error("Ingress process %d exited (status %d); starting another", pid, status)
+            time.sleep(1)
+            spawn()
+    for sock in sockets:
+        sock.close()
+    logger.info("SMTP ingress stopped (%d processes)", processes)
+    return 0

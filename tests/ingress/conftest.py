@@ -15,6 +15,7 @@ from django.db import connection
 from accounts.models import Account
 from conduit.celery import app as celery_app
 from domains.models import Domain
+from ingress.routes import RouteCache
 from ingress.server import serve
 from policies import services as policy_services
 from policies.checks import parse_credentials
@@ -41,6 +42,7 @@ class RunningIngress:
 
     def __init__(self) -> None:
         self.port = 0
+        self.routes = RouteCache()
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -56,6 +58,7 @@ class RunningIngress:
                 stop=self._stop,
                 on_ready=self._on_ready,
                 grace=5,
+                route_cache=self.routes,
             )
 
         asyncio.run(main())

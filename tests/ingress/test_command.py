@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import smtplib
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from ingress.management.commands.ingress import Command
 from tests.ingress.conftest import hook
 from tests.ingress.processes import BASE_DIR, free_port, ingress_argv, service_env
+from tests.webhooks.test_delivery import wait_for
 from webhooks.models import InboundMessage
 
 MESSAGE = b"Subject: Just in time\r\nMessage-ID: <sigterm@sender.example>\r\n\r\nMade it.\r\n"
@@ -54,6 +57,14 @@ def test_it_defaults_to_all_interfaces_port_2525(tmp_path):
 
 
 @pytest.mark.django_db(transaction=True)
+def _accepts_connections(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except ConnectionRefusedError:
+        return False
+    return True
+
+
 def test_it_finishes_the_session_in_progress_on_sigterm_then_exits(stack, alice, alice_domain):
     hook(alice, alice_domain, "http://127.0.0.1:9/", "team@alice.example")
     port = free_port()
@@ -77,9 +88,9 @@ def test_it_finishes_the_session_in_progress_on_sigterm_then_exits(stack, alice,
         smtp.ehlo()
         smtp.mail("sender@sender.example")
         ingress.send_signal(signal.SIGTERM)
-        ingress.wait_for_output(r"Stopping: no new connections; finishing 2 session\(s\)")
-        with pytest.raises(ConnectionRefusedError):
-            socket.create_connection(("127.0.0.1", port), timeout=2)
+        # With several ingress processes, each says how many of the two it holds.
+        ingress.wait_for_output(r"Stopping: no new connections; finishing \d session\(s\)")
+        wait_for(lambda: not _accepts_connections(port), timeout=5)
         # The idle session is told to come back later; the transaction goes on.
         idle_goodbye = idle.getreply()
         rcpt_code, _ = smtp.rcpt("team@alice.example")
@@ -108,3 +119,40 @@ def test_it_finishes_the_session_in_progress_on_sigterm_then_exits(stack, alice,
         log,
     )
     assert "SMTP ingress stopped" in log
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found |= {int(c) for c in (task / "children").read_text().split()}
+    return found
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_runs_several_processes_on_one_port_and_replaces_one_that_dies(
+    stack, alice, alice_domain
+):
+    hook(alice, alice_domain, "http://127.0.0.1:9/", "team@alice.example")
+    ingress = stack.spawn(
+        "ingress", [*ingress_argv(), "--processes", "3"], ready=r"listening on [\d.]+:(\d+)"
+    )
+    port = int(ingress.wait_ready().group(1))
+    wait_for(lambda: len(_children(ingress.pid)) == 3, timeout=10)
+    first = _children(ingress.pid)
+
+    def send(n: int) -> dict:
+        with smtplib.SMTP("127.0.0.1", port, local_hostname="sender.example", timeout=20) as smtp:
+            return smtp.sendmail("sender@sender.example", ["team@alice.example"], MESSAGE)
+
+    assert [send(n) for n in range(12)] == [{}] * 12
+    assert InboundMessage.objects.count() == 12
+
+    victim = sorted(first)[0]
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: len(_children(ingress.pid) - {victim}) == 3, timeout=10)
+    assert [send(n) for n in range(6)] == [{}] * 6
+
+    ingress.send_signal(signal.SIGTERM)
+    assert ingress.wait(15) == 0
+    assert "starting another" in ingress.output()
+    assert not _accepts_connections(port)

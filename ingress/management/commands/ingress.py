@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from ingress.server import serve
+from ingress.server import process_count, run
 
 
 class Command(BaseCommand):
@@ -17,6 +16,14 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default=settings.CONDUIT_INGRESS_HOST)
         parser.add_argument("--port", type=int, default=settings.CONDUIT_INGRESS_PORT)
+        parser.add_argument(
+            "--processes",
+            type=int,
+            default=None,
+            help="Processes sharing the port (default: CONDUIT_INGRESS_PROCESSES; "
+            "0 = one per CPU core; always 1 on SQLite).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        asyncio.run(serve(host=options["host"], port=options["port"]))
+        processes = process_count(options["processes"])
+        run(host=options["host"], port=options["port"], processes=processes)

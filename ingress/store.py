@@ -1,0 +1,119 @@
+"""Group commit: the messages of concurrent sessions stored in shared transactions.
+
+Each session's DATA waits on a future; one thread takes every message waiting
+(up to ``max_batch``), stores them in one transaction (ingress.decisions.
+accept_messages) and answers each session once that transaction committed.
+While it commits, the next group gathers, so under load a commit carries
+many messages, and with a single session it costs no more than before.
+
+Tasks for the stored deliveries are put on the queue by a second thread
+after the sessions have their 250: a slow or absent broker never holds up
+acceptance (the sweep re-sends what could not be enqueued).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import uuid
+
+from ingress import decisions
+from webhooks import delivery
+
+logger = logging.getLogger("conduit.ingress")
+
+MAX_BATCH = 64
+_STOP = object()
+
+
+class GroupCommitter:
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, max_batch: int = MAX_BATCH) -> None:
+        self.loop = loop
+        self.max_batch = max_batch
+        self._pending: queue.SimpleQueue = queue.SimpleQueue()
+        self._to_enqueue: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._store_loop, name="ingress-store", daemon=True),
+            threading.Thread(target=self._enqueue_loop, name="ingress-enqueue", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    async def store(self, message: decisions.MessageInput) -> str | None:
+        """The reply for this message; None if it must be accepted on its own."""
+        future = self.loop.create_future()
+        self._pending.put((message, future))
+        return await future
+
+    def close(self) -> None:
+        """Finish what was handed over, then stop both threads."""
+        self._pending.put(_STOP)
+        for thread in self._threads:
+            thread.join(30)
+
+    def _store_loop(self) -> None:
+        stopping = False
+        while not stopping:
+            group = [self._pending.get()]
+            while len(group) < self.max_batch:
+                try:
+                    group.append(self._pending.get_nowait())
+                except queue.Empty:
+                    break
+            if _STOP in group:
+                group.remove(_STOP)
+                stopping = True
+            if group:
+                self._store(group)
+        self._to_enqueue.put(_STOP)
+
+    def _store(self, group: list) -> None:
+        try:
+            result = decisions.accept_messages([message for message, _ in group])
+            replies = result.replies
+        except Exception:
+            logger.exception("Unexpected error while accepting %d messages", len(group))
+            replies = [None] * len(group)
+            error: BaseException | None = RuntimeError("storing failed")
+        else:
+            error = None
+            if result.delivery_ids:
+                self._to_enqueue.put(result.delivery_ids)
+        futures = [future for _, future in group]
+        self.loop.call_soon_threadsafe(_answer, futures, replies, error)
+
+    def _enqueue_loop(self) -> None:
+        while True:
+            item = self._to_enqueue.get()
+            ids: list[uuid.UUID] = []
+            stopping = item is _STOP
+            if not stopping:
+                ids.extend(item)
+            while True:  # take everything waiting: one pass over the broker for all
+                try:
+                    item = self._to_enqueue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                else:
+                    ids.extend(item)
+            if ids:
+                try:
+                    delivery.enqueue_many(ids)
+                except Exception:
+                    logger.exception("Could not enqueue %d deliveries; the sweep will", len(ids))
+            if stopping:
+                return
+
+
+def _answer(futures: list, replies: list, error: BaseException | None) -> None:
+    for future, reply in zip(futures, replies, strict=True):
+        if future.done():  # the session went away
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(reply)
