@@ -438,6 +438,7 @@ def run(*, host: str, port: int, processes: int, grace: float = 30.0) -> int:
     if processes <= 1:
         asyncio.run(serve(host=host, port=port, grace=grace))
         return 0
+    tls_context()  # a bad certificate stops the command here, not each process in a loop
     sockets = listening_sockets(host, port)
     _announce([sock.getsockname() for sock in sockets])
     stopping = False
