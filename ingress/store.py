@@ -82,7 +82,10 @@ class GroupCommitter:
             if result.delivery_ids:
                 self._to_enqueue.put(result.delivery_ids)
         futures = [future for _, future in group]
-        self.loop.call_soon_threadsafe(_answer, futures, replies, error)
+        try:
+            self.loop.call_soon_threadsafe(_answer, futures, replies, error)
+        except RuntimeError:  # the loop is gone: the process is exiting
+            logger.warning("Could not answer %d sessions: the event loop has closed", len(group))
 
     def _enqueue_loop(self) -> None:
         while True:
