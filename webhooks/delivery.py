@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -161,7 +161,8 @@ def _claim(delivery_id: uuid.UUID) -> Delivery | None:
     held beyond that statement.
     """
     now = timezone.now()
-    delivery = Delivery.objects.select_related("webhook", "message").filter(id=delivery_id).first()
+    found = Delivery.objects.select_related("webhook", "message").filter(id=delivery_id)
+    delivery = next(iter(found), None)  # not .first(): no ORDER BY for a primary key
     if delivery is None:
         return None  # gone
     due = delivery.status == Delivery.Status.PENDING and (
@@ -251,6 +252,15 @@ def _record(*, delivery: Delivery, sent: SendResult) -> None:
         update["last_error"] = ""
 
     message = delivery.message
+    if outcome != "gone" and connection.vendor == "postgresql":
+        _record_in_one_statement(
+            delivery=delivery, sent=sent, attempt=attempts, update={"updated_at": now, **update}
+        )
+        if countdown is not None:
+            transaction.on_commit(
+                lambda: enqueue(delivery_id=delivery.id, countdown=countdown), robust=True
+            )
+        return
     # The log, the delivery's new state and a 410's deactivation stand or fall together.
     with transaction.atomic():
         log_attempt(
@@ -272,6 +282,45 @@ def _record(*, delivery: Delivery, sent: SendResult) -> None:
             transaction.on_commit(
                 lambda: enqueue(delivery_id=delivery.id, countdown=countdown), robust=True
             )
+
+
+def _record_in_one_statement(
+    *, delivery: Delivery, sent: SendResult, attempt: int, update: dict
+) -> None:
+    """What _record writes (the log row, the webhook's log counter and the
+    delivery's new state) as one statement, so one round trip and atomic without
+    a transaction around it. The ORM would compile three statements for it,
+    which cost more CPU than the delivery's HTTP request."""
+    result = sent.attempt
+    message = delivery.message
+    log_columns = {
+        "id": uuid.uuid4(),
+        "webhook_id": delivery.webhook_id,
+        "delivery_id": delivery.id,
+        "attempt": attempt,
+        "attempted_at": sent.attempted_at,
+        "duration_ms": result.duration_ms,
+        "http_status": result.http_status,
+        "error": result.error or "",
+        "response_body": result.response_body,
+        "sender": message.mail_from,
+        "smtp_message_id": message.message_id_header,
+        "simulated": False,
+    }
+    delivery_columns = {Delivery._meta.get_field(name).column: v for name, v in update.items()}
+    # Table and column names from the models, values as parameters.
+    log_table, webhook_table = DeliveryLog._meta.db_table, Webhook._meta.db_table
+    values = ", ".join(["%s"] * len(log_columns))
+    assignments = ", ".join(f"{column} = %s" for column in delivery_columns)
+    sql = (
+        f"WITH new_log AS (INSERT INTO {log_table} ({', '.join(log_columns)}) "  # noqa: S608
+        f"VALUES ({values})), "
+        f"counted AS (UPDATE {webhook_table} SET log_count = log_count + 1 WHERE id = %s) "
+        f"UPDATE {Delivery._meta.db_table} SET {assignments} WHERE id = %s"
+    )
+    params = [*log_columns.values(), delivery.webhook_id, *delivery_columns.values(), delivery.id]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
 
 
 def deliver(*, delivery_id: uuid.UUID) -> str:
