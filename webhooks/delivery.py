@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -152,6 +152,24 @@ def _claimable(now: datetime) -> Q:
     return due | stale
 
 
+def _read_delivery(delivery_id: uuid.UUID) -> Delivery | None:
+    """The delivery with its webhook and message. A connection found dead here
+    (the database restarted since the last task; workers check theirs only when
+    idle) is replaced and the read run again: nothing was written yet."""
+
+    def read() -> Delivery | None:
+        found = Delivery.objects.select_related("webhook", "message").filter(id=delivery_id)
+        return next(iter(found), None)  # not .first(): no ORDER BY for a primary key
+
+    try:
+        return read()
+    except (OperationalError, InterfaceError):
+        if connection.in_atomic_block:
+            raise
+        connection.close()
+        return read()
+
+
 def _claim(delivery_id: uuid.UUID) -> Delivery | None:
     """Move the delivery to 'delivering' under a lease if it is due; None otherwise.
 
@@ -161,8 +179,7 @@ def _claim(delivery_id: uuid.UUID) -> Delivery | None:
     held beyond that statement.
     """
     now = timezone.now()
-    found = Delivery.objects.select_related("webhook", "message").filter(id=delivery_id)
-    delivery = next(iter(found), None)  # not .first(): no ORDER BY for a primary key
+    delivery = _read_delivery(delivery_id)
     if delivery is None:
         return None  # gone
     due = delivery.status == Delivery.Status.PENDING and (

@@ -205,6 +205,35 @@ def _store_raw_binary(*, message: InboundMessage, raw: bytes) -> None:
     message.raw = raw
 
 
+def _values(objects: Sequence[Any]) -> tuple[str, str, list[Any]]:
+    """Columns, VALUES rows and parameters to insert model instances, as the ORM would
+    (pre_save fills auto_now_add; get_db_prep_save adapts JSON, IPs, bytes)."""
+    model = type(objects[0])
+    fields = model._meta.concrete_fields
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in fields)
+    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    params = [
+        f.get_db_prep_save(f.pre_save(obj, add=True), connection) for obj in objects for f in fields
+    ]
+    return columns, ", ".join([row] * len(objects)), params
+
+
+def _insert_together(messages: Sequence[InboundMessage], deliveries: Sequence[Delivery]) -> None:
+    """Insert messages and their deliveries in one statement (PostgreSQL): the
+    ORM's two bulk inserts cost more CPU to build than the database takes to run."""
+    message_columns, message_rows, message_params = _values(messages)
+    delivery_columns, delivery_rows, delivery_params = _values(deliveries)
+    quote = connection.ops.quote_name
+    sql = (
+        f"WITH new_messages AS (INSERT INTO {quote(InboundMessage._meta.db_table)} "  # noqa: S608
+        f"({message_columns}) VALUES {message_rows}) "
+        f"INSERT INTO {quote(Delivery._meta.db_table)} ({delivery_columns}) VALUES {delivery_rows}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, message_params + delivery_params)
+
+
 @dataclass(frozen=True)
 class NewMessage:
     """A message the ingress accepts, with its recipients grouped by webhook."""
@@ -274,15 +303,22 @@ def messages_accept(
         for webhook, rcpts in new.recipients.items()
     ]
     # No savepoint when the caller holds a transaction: any failure fails it all.
-    with transaction.atomic(savepoint=False):
-        InboundMessage.objects.bulk_create(messages)
-        for message, new in zip(messages, new_messages, strict=True):
-            if message.raw is None:
-                _store_raw_binary(message=message, raw=new.raw)
-        Delivery.objects.bulk_create(deliveries)
+    if postgres and all(message.raw is not None for message in messages):
+        # One statement: atomic by itself, one round trip, no transaction to open.
+        _insert_together(messages, deliveries)
         if enqueue:
             ids = [d.id for d in deliveries]
             transaction.on_commit(lambda: delivery.enqueue_many(ids), robust=True)
+    else:
+        with transaction.atomic(savepoint=False):
+            InboundMessage.objects.bulk_create(messages)
+            for message, new in zip(messages, new_messages, strict=True):
+                if message.raw is None:
+                    _store_raw_binary(message=message, raw=new.raw)
+            Delivery.objects.bulk_create(deliveries)
+            if enqueue:
+                ids = [d.id for d in deliveries]
+                transaction.on_commit(lambda: delivery.enqueue_many(ids), robust=True)
     by_message: dict[uuid.UUID, list[uuid.UUID]] = {}
     for item in deliveries:
         by_message.setdefault(item.message_id, []).append(item.id)

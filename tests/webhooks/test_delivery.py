@@ -9,6 +9,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.db import connection, connections
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
@@ -408,3 +409,24 @@ def test_it_counts_a_crash_as_an_attempt(webhook, monkeypatch):
     assert d.status == Delivery.Status.PENDING
     assert d.attempts == 1
     assert "Internal error" in DeliveryLog.objects.get().error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_whose_connection_was_cut_reconnects_and_delivers(
+    webhook, httpserver, monkeypatch
+):
+    # Workers skip the per-task health check while busy; a connection the database
+    # dropped meanwhile is found dead at the first read, replaced, and the read rerun.
+    monkeypatch.setattr(delivery, "enqueue_many", lambda ids: len(ids))
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    accept(webhook)
+    delivery_id = only_delivery().id
+    backend = connection.cursor().connection.info.backend_pid
+    other = connections.create_connection("default")
+    with other.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [backend])
+    other.close()
+
+    assert delivery.deliver(delivery_id=delivery_id) == "attempted"
+    assert only_delivery().status == Delivery.Status.DELIVERED
+    assert len(httpserver.log) == 1
