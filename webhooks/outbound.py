@@ -27,8 +27,10 @@ Built on ``requests`` + ``requests-hardened``:
 from __future__ import annotations
 
 import contextlib
+import heapq
 import http.cookiejar
 import ipaddress
+import itertools
 import logging
 import os
 import socket
@@ -119,7 +121,7 @@ class _Deadline:
     """Shuts the attempt's socket down when the total timeout passes.
 
     Socket timeouts only bound each individual ``recv``; a peer sending one byte per
-    second would never trip them.  Shutting the socket down from a timer thread wakes
+    second would never trip them.  Shutting the socket down from the watchdog thread wakes
     the blocked read with EOF, wherever in the exchange it is.
     """
 
@@ -150,6 +152,59 @@ class _Deadline:
         with self._lock:
             self._done = True
             self._sock = None
+
+
+class _Watchdog:
+    """One thread that fires every attempt's deadline when it passes.
+
+    A ``threading.Timer`` per attempt started and stopped a thread for every
+    delivery. A finished attempt's deadline stays queued until its time and is
+    then a no-op (``_Deadline.fire`` after ``finish``).
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._queue: list[tuple[float, int, _Deadline]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, deadline: _Deadline, seconds: float) -> None:
+        entry = (time.monotonic() + seconds, next(self._order), deadline)
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="delivery-deadlines", daemon=True
+                )
+                self._thread.start()
+            heapq.heappush(self._queue, entry)
+            if self._queue[0] is entry:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+                due, _, deadline = self._queue[0]
+                wait = due - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                heapq.heappop(self._queue)
+            deadline.fire()
+
+
+_watchdog = _Watchdog()
+
+
+def _new_watchdog_after_fork() -> None:
+    # A forked child (Celery's prefork pool) has no watchdog thread, and the
+    # parent's lock may have been held at the fork.
+    global _watchdog
+    _watchdog = _Watchdog()
+
+
+os.register_at_fork(after_in_child=_new_watchdog_after_fork)
 
 
 def _cut(sock: socket.socket) -> None:
@@ -425,13 +480,11 @@ def post(
             return result(error=_blocked(literal, host), kind="ssrf")
 
     deadline = _Deadline()
-    timer = threading.Timer(total_timeout, deadline.fire)
-    timer.daemon = True
     timeout = Timeout(
         connect=min(connect_timeout, total_timeout), read=total_timeout, total=total_timeout
     )
     _active.deadline = deadline
-    timer.start()
+    _watchdog.schedule(deadline, total_timeout)
     try:
         try:
             response = _session(allow_private).post(
@@ -482,6 +535,5 @@ def post(
                 retry_after=retry_after,
             )
     finally:
-        timer.cancel()
         deadline.finish()
         _active.deadline = None

@@ -269,6 +269,30 @@ def test_trickled_body_is_cut_at_total_timeout(raw_server):
     assert set(result.response_body) <= {"x"}
 
 
+def test_one_watchdog_thread_serves_every_attempt(httpserver):
+    # A thread per attempt (threading.Timer) cost more than the POST itself.
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    before = threading.active_count()
+    for _ in range(20):
+        assert _post(httpserver.url_for("/hook")).http_status == 200
+    watchdogs = [t for t in threading.enumerate() if t.name == "delivery-deadlines"]
+    assert len(watchdogs) == 1
+    assert threading.active_count() <= before + 1
+
+
+def test_an_earlier_deadline_is_not_held_up_by_a_later_one(raw_server):
+    def silent(conn: socket.socket, stop: threading.Event) -> None:
+        _read_request(conn)
+        stop.wait(30)
+
+    server = raw_server(silent)
+    outbound._watchdog.schedule(outbound._Deadline(), 60)  # far later, queued first
+    started = time.monotonic()
+    result = _post(server.url, total_timeout=SMALL)
+    assert result.error_kind == "timeout"
+    assert time.monotonic() - started < SMALL + 0.5
+
+
 def test_trickled_headers_are_cut_at_total_timeout(raw_server):
     def handler(conn: socket.socket, stop: threading.Event) -> None:
         _read_request(conn)
