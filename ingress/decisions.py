@@ -11,8 +11,6 @@ import contextlib
 import email.parser
 import email.policy
 import logging
-import threading
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,8 +18,9 @@ from typing import TypeVar
 
 from django import db
 from django.contrib.auth.hashers import check_password
-from django.db import close_old_connections, connection, transaction
+from django.db import transaction
 
+from conduit import dbconn
 from domains.services import dns_resolver
 from policies import checks, mailauth
 from policies.models import SmtpCredential, SmtpSecurityPolicy
@@ -76,37 +75,9 @@ class MessageInput:
     routes_current: bool = False
 
 
-# A connection idle this long is checked (one round trip) before it is used again.
-IDLE_CHECK_SECONDS = 1.0
-_thread_state = threading.local()
-
-
-def _fresh_connection() -> bool:
-    """Handler threads are long-lived: drop connections that broke or aged out.
-
-    The check costs a round trip, so a busy thread (used within the last
-    second, no error since) skips it; a connection that failed is always
-    checked, and replaced, before its next use. True if it was checked.
-    """
-    now = time.monotonic()
-    idle = now - getattr(_thread_state, "last_used", float("-inf"))
-    _thread_state.last_used = now
-    if idle > IDLE_CHECK_SECONDS or connection.errors_occurred or connection.connection is None:
-        close_old_connections()
-        return True
-    return False
-
-
 def _read(func: Callable[[], T]) -> T:
-    """Run a read-only lookup; if an unchecked connection turns out dead, reconnect once."""
-    checked = _fresh_connection()
-    try:
-        return func()
-    except (db.OperationalError, db.InterfaceError):
-        if checked:
-            raise
-    close_old_connections()  # errors_occurred is set: checks the connection and drops it
-    return func()
+    """A read-only lookup on a usable connection (conduit.dbconn)."""
+    return dbconn.read_reconnecting(func, checked=dbconn.refresh_if_idle())
 
 
 def authenticate(*, username: str, password: str) -> Identity | None:
@@ -314,7 +285,7 @@ def accept_message(message: MessageInput) -> str:
     message: SMTP has one answer per DATA, and a silent partial drop would lose mail.
     """
     try:
-        _fresh_connection()
+        dbconn.refresh_if_idle()
         webhooks = _active_webhooks({route.webhook_id for route in message.routes.values()})
         recipients = _recipients(message, webhooks)
         if not recipients:
@@ -374,7 +345,7 @@ def accept_messages(messages: Sequence[MessageInput]) -> GroupReplies:
     replies: list[str | None] = [None] * len(messages)
     current = all(message.routes_current for message in messages)
     try:
-        _fresh_connection()
+        dbconn.refresh_if_idle()
         # Reading the webhooks again and storing must see the same rows; with
         # nothing to read, the store is a single statement and needs no transaction.
         with transaction.atomic() if not current else contextlib.nullcontext():
@@ -390,18 +361,15 @@ def accept_messages(messages: Sequence[MessageInput]) -> GroupReplies:
             for index, message in enumerate(messages):
                 if message.routes_current:
                     recipients = _current_recipients(message)
-                    if any(route.needs_mail_auth for route in message.routes.values()):
-                        continue  # None: the caller runs accept_message for it
-                    ready.append((index, _new_message(message, recipients)))
-                    continue
-                recipients = _recipients(message, webhooks)
+                    needs_mail_auth = any(r.needs_mail_auth for r in message.routes.values())
+                else:
+                    recipients = _recipients(message, webhooks)
+                    policies = [w.smtp_security_policy for w in recipients]
+                    needs_mail_auth = any(p and (p.require_spf or p.require_dkim) for p in policies)
                 if not recipients:
                     replies[index] = NO_RECIPIENTS_LEFT
-                    continue
-                policies = [w.smtp_security_policy for w in recipients if w.smtp_security_policy]
-                if any(p.require_spf or p.require_dkim for p in policies):
-                    continue  # None: the caller runs accept_message for it
-                ready.append((index, _new_message(message, recipients)))
+                elif not needs_mail_auth:  # else None: the caller runs accept_message for it
+                    ready.append((index, _new_message(message, recipients)))
             accepted = webhook_services.messages_accept([new for _, new in ready], enqueue=False)
     except (db.OperationalError, db.InterfaceError):  # no usable connection
         logger.exception("Database unavailable while accepting %d messages", len(messages))

@@ -109,11 +109,12 @@ class Handler:
         self,
         *,
         max_recipients: int,
-        routes: routes.RouteCache | None = None,
+        route_cache: routes.RouteCache | None = None,
         committer: GroupCommitter | None = None,
     ) -> None:
         self.max_recipients = max_recipients
-        self.routes = routes if routes is not None else RouteCacheOff()
+        # Never live unless serve() connects a listener: every lookup a miss.
+        self.routes = route_cache if route_cache is not None else routes.RouteCache()
         self.committer = committer
 
     async def handle_exception(self, error: Exception) -> str:
@@ -217,19 +218,6 @@ class Handler:
         return reply
 
 
-class RouteCacheOff:
-    """No cache: every recipient is looked up in the database."""
-
-    live = False
-    generation = 0
-
-    def get(self, address: str) -> tuple[bool, None]:
-        return False, None
-
-    def put(self, address: str, facts: Any, *, generation: int) -> None:
-        pass
-
-
 def _client_ip(session: Session) -> str:
     peer = session.peer
     return peer[0] if isinstance(peer, tuple) else str(peer)
@@ -288,11 +276,11 @@ def tls_context() -> ssl.SSLContext | None:
 def protocol_factory(
     *,
     hostname: str | None = None,
-    routes: routes.RouteCache | None = None,
+    route_cache: routes.RouteCache | None = None,
     committer: GroupCommitter | None = None,
 ) -> Any:
     handler = Handler(
-        max_recipients=settings.CONDUIT_MAX_RECIPIENTS, routes=routes, committer=committer
+        max_recipients=settings.CONDUIT_MAX_RECIPIENTS, route_cache=route_cache, committer=committer
     )
     context = tls_context()
     # Once, not per connection as aiosmtpd would: getfqdn() may wait on DNS.
@@ -346,7 +334,7 @@ async def serve(
     if params is not None:
         listener = asyncio.create_task(routes.listen(cache, params), name="route-listener")
     committer = GroupCommitter(loop)
-    factory = protocol_factory(routes=cache, committer=committer)
+    factory = protocol_factory(route_cache=cache, committer=committer)
     if sockets is None:
         servers = [await loop.create_server(factory, host=host, port=port)]
     else:

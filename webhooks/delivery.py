@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from conduit import dbconn
 from webhooks import outbound, ratelimit, retry
 from webhooks.models import Delivery, DeliveryLog, InboundMessage, Webhook
 from webhooks.payload import AuthResults, Envelope, build_payload
@@ -73,6 +74,19 @@ def message_payload(*, message: InboundMessage, rcpt_to: list[str], simulated: b
     return build_payload(bytes(message.raw), envelope=envelope, auth=auth, simulated=simulated)
 
 
+def _not_sent(error: str, *, kind: str) -> SendResult:
+    """An attempt that ended before any request was made."""
+    failed = outbound.AttemptResult(
+        http_status=None,
+        duration_ms=0,
+        error=error,
+        error_kind=kind,
+        response_body="",
+        retry_after=None,
+    )
+    return SendResult(attempt=failed, attempted_at=timezone.now())
+
+
 def send(*, webhook: Webhook, payload: dict, webhook_message_id: str) -> SendResult:
     """Render, sign and POST one payload: the one code path for real and simulated sends."""
     attempted_at = timezone.now()
@@ -81,15 +95,7 @@ def send(*, webhook: Webhook, payload: dict, webhook_message_id: str) -> SendRes
             template=webhook.payload_template or None, payload=payload
         )
     except TemplateRenderProblem as exc:
-        failed = outbound.AttemptResult(
-            http_status=None,
-            duration_ms=0,
-            error=f"The payload template failed to render: {exc}",
-            error_kind="template",
-            response_body="",
-            retry_after=None,
-        )
-        return SendResult(attempt=failed, attempted_at=attempted_at)
+        return _not_sent(f"The payload template failed to render: {exc}", kind="template")
     headers = dict(webhook.custom_headers or {})
     headers.update(
         signature_headers(
@@ -154,20 +160,13 @@ def _claimable(now: datetime) -> Q:
 
 def _read_delivery(delivery_id: uuid.UUID) -> Delivery | None:
     """The delivery with its webhook and message. A connection found dead here
-    (the database restarted since the last task; workers check theirs only when
-    idle) is replaced and the read run again: nothing was written yet."""
+    (workers check theirs only when idle) is replaced and the read run again."""
 
     def read() -> Delivery | None:
         found = Delivery.objects.select_related("webhook", "message").filter(id=delivery_id)
         return next(iter(found), None)  # not .first(): no ORDER BY for a primary key
 
-    try:
-        return read()
-    except (OperationalError, InterfaceError):
-        if connection.in_atomic_block:
-            raise
-        connection.close()
-        return read()
+    return dbconn.read_reconnecting(read)
 
 
 def _claim(delivery_id: uuid.UUID) -> Delivery | None:
@@ -347,17 +346,8 @@ def deliver(*, delivery_id: uuid.UUID) -> str:
         return "skipped"
     message = delivery.message
     if message.raw is None:
-        sent = SendResult(
-            attempt=outbound.AttemptResult(
-                http_status=None,
-                duration_ms=0,
-                error="The raw message was purged before it could be delivered.",
-                error_kind="template",
-                response_body="",
-                retry_after=None,
-            ),
-            attempted_at=timezone.now(),
-        )
+        purged = "The raw message was purged before it could be delivered."
+        sent = _not_sent(purged, kind="template")
     else:
         try:
             payload = message_payload(message=message, rcpt_to=delivery.rcpt_to, simulated=False)
@@ -370,16 +360,8 @@ def deliver(*, delivery_id: uuid.UUID) -> str:
             # A bug must cost an attempt (and end in 'failed'), not loop forever
             # through lease expiry with nothing in the log.
             logger.exception("Delivery %s crashed", delivery.id)
-            sent = SendResult(
-                attempt=outbound.AttemptResult(
-                    http_status=None,
-                    duration_ms=0,
-                    error="Internal error while preparing the delivery; it has been logged.",
-                    error_kind="other",
-                    response_body="",
-                    retry_after=None,
-                ),
-                attempted_at=timezone.now(),
+            sent = _not_sent(
+                "Internal error while preparing the delivery; it has been logged.", kind="other"
             )
     _record(delivery=delivery, sent=sent)
     return "attempted"

@@ -2,39 +2,25 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
 from celery import shared_task
 from celery.signals import task_prerun
 from django.conf import settings
-from django.db import close_old_connections, connection
 
+from conduit import dbconn
 from webhooks import delivery
-
-# A connection idle this long is checked (one round trip) before the next task.
-IDLE_CHECK_SECONDS = 1.0
-_last_task_at = float("-inf")
 
 
 @task_prerun.connect
 def _fresh_database_connection(task: Any = None, **kwargs: Any) -> None:
     # Workers keep their connection across tasks (CELERY_DB_REUSE_MAX): drop it
-    # if it broke or aged out, as Django does between requests. Not for eager
-    # tasks, which run inside the caller's transaction. A busy worker (a task
-    # within the last second, no error since, not past CONN_MAX_AGE) skips the
-    # check's round trip; a connection that failed is checked before its next use.
-    global _last_task_at
-    if task is None or task.request.is_eager:
-        return
-    now = time.monotonic()
-    busy = now - _last_task_at < IDLE_CHECK_SECONDS
-    _last_task_at = now
-    aged = connection.close_at is not None and now >= connection.close_at
-    if busy and not aged and not connection.errors_occurred:
-        return
-    close_old_connections()
+    # if it broke or aged out, as Django does between requests, but only when it
+    # may have (conduit.dbconn). Not for eager tasks, which run inside the
+    # caller's transaction.
+    if task is not None and not task.request.is_eager:
+        dbconn.refresh_if_idle()
 
 
 @shared_task(name="webhooks.tasks.deliver", acks_late=True, reject_on_worker_lost=True)

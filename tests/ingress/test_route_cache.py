@@ -7,10 +7,9 @@ import uuid
 
 import psycopg
 import pytest
-from django.db import connection
 
 from ingress.decisions import RecipientFacts
-from ingress.routes import CHANNEL, RouteCache
+from ingress.routes import CHANNEL, RouteCache, listener_connection_params
 from tests.ingress.conftest import hook, make_policy
 from tests.webhooks.test_delivery import wait_for
 from webhooks.models import Webhook
@@ -63,10 +62,7 @@ def test_it_forgets_old_entries_and_the_least_recently_used():
 @pytest.mark.django_db(transaction=True)
 def test_the_database_notifies_changes_that_alter_a_lookup_and_only_those(alice, alice_domain):
     webhook = hook(alice, alice_domain, "http://127.0.0.1:9/", "team@alice.example")
-    params = dict(connection.get_connection_params())
-    params.pop("cursor_factory", None)
-    params.pop("context", None)
-    with psycopg.connect(autocommit=True, **params) as listener:
+    with psycopg.connect(autocommit=True, **listener_connection_params()) as listener:
         listener.execute(f"LISTEN {CHANNEL}")
 
         def heard() -> int:
