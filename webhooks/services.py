@@ -205,36 +205,54 @@ def _store_raw_binary(*, message: InboundMessage, raw: bytes) -> None:
     message.raw = raw
 
 
-def _columns(objects: Sequence[Any]) -> tuple[str, str, list[list[Any]]]:
-    """Columns, a SELECT over ``unnest`` of one array per column, and the arrays:
-    the rows of model instances as the ORM would write them (pre_save fills
-    auto_now_add; get_db_prep_save adapts JSON, IPs, bytes). The query text is
-    the same for any number of rows, so psycopg parses it once."""
-    model = type(objects[0])
-    fields = model._meta.concrete_fields
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(f.column) for f in fields)
-    arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
-    values = [
+_INSERT_SQL: dict[str, str] = {}
+
+
+def _insert_sql() -> str:
+    """One INSERT for messages and their deliveries: a data-modifying CTE for
+    the messages, the deliveries in the main query, each a SELECT over
+    ``unnest`` of one array per column. The text is the same for any number of
+    rows, so it is built once and PostgreSQL prepares it once per connection."""
+    sql = _INSERT_SQL.get(connection.alias)
+    if sql is None:
+        quote = connection.ops.quote_name
+
+        def rows(model: type[Any]) -> str:
+            fields = model._meta.concrete_fields
+            columns = ", ".join(quote(f.column) for f in fields)
+            arrays = ", ".join(f"%b::{f.db_type(connection)}[]" for f in fields)
+            return f"{quote(model._meta.db_table)} ({columns}) SELECT * FROM unnest({arrays})"  # noqa: S608
+
+        sql = _INSERT_SQL[connection.alias] = (
+            f"WITH new_messages AS (INSERT INTO {rows(InboundMessage)}) "
+            f"INSERT INTO {rows(Delivery)}"
+        )
+    return sql
+
+
+def _column_arrays(objects: Sequence[Any]) -> list[list[Any]]:
+    """The rows of model instances, one list per column, as the ORM would write
+    them (pre_save fills auto_now_add; get_db_prep_save adapts JSON, IPs, bytes)."""
+    fields = type(objects[0])._meta.concrete_fields
+    return [
         [f.get_db_prep_save(f.pre_save(obj, add=True), connection) for obj in objects]
         for f in fields
     ]
-    return columns, f"SELECT * FROM unnest({arrays})", values  # noqa: S608
 
 
 def _insert_together(messages: Sequence[InboundMessage], deliveries: Sequence[Delivery]) -> None:
     """Insert messages and their deliveries in one statement (PostgreSQL): the
-    ORM's two bulk inserts cost more CPU to build than the database takes to run."""
-    message_columns, message_rows, message_params = _columns(messages)
-    delivery_columns, delivery_rows, delivery_params = _columns(deliveries)
-    quote = connection.ops.quote_name
-    sql = (
-        f"WITH new_messages AS (INSERT INTO {quote(InboundMessage._meta.db_table)} "
-        f"({message_columns}) {message_rows}) "
-        f"INSERT INTO {quote(Delivery._meta.db_table)} ({delivery_columns}) {delivery_rows}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, message_params + delivery_params)
+    ORM's two bulk inserts cost more CPU to build than the database takes to run.
+
+    The arrays go as binary parameters bound server-side (psycopg's Cursor, not
+    Django's client-side one): quoting each message's bytes into the query text
+    took a sixth of the ingress's CPU."""
+    from psycopg import Cursor
+
+    params = _column_arrays(messages) + _column_arrays(deliveries)
+    connection.ensure_connection()
+    with connection.wrap_database_errors, Cursor(connection.connection) as cursor:
+        cursor.execute(_insert_sql(), params)
 
 
 @dataclass(frozen=True)
