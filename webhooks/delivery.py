@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F, Model, Q
 from django.utils import timezone
 
 from conduit import dbconn
@@ -169,15 +169,113 @@ def _read_delivery(delivery_id: uuid.UUID) -> Delivery | None:
     return dbconn.read_reconnecting(read)
 
 
+class _Rows:
+    """Model instances from columns read with hand-written SQL: the column list
+    for a SELECT, and the ORM's own conversions (JSON) applied to the values."""
+
+    def __init__(self, model: type[Model]) -> None:
+        self.model = model
+        fields = model._meta.concrete_fields
+        self.attnames = [f.attname for f in fields]
+        self.columns = [f.column for f in fields]
+        self.converters = [
+            (i, f, converters)
+            for i, f in enumerate(fields)
+            if (converters := f.get_db_converters(connection))
+        ]
+
+    def select(self, table: str) -> str:
+        return ", ".join(f"{table}.{connection.ops.quote_name(c)}" for c in self.columns)
+
+    def build(self, values: Sequence[object]) -> Model:
+        row = list(values)
+        for i, field, converters in self.converters:
+            for convert in converters:
+                row[i] = convert(row[i], field, connection)
+        return self.model.from_db(connection.alias, self.attnames, row)
+
+
+_CLAIM_SQL: dict[str, tuple[str, _Rows, _Rows, _Rows]] = {}
+
+
+def _claim_query() -> tuple[str, _Rows, _Rows, _Rows]:
+    cached = _CLAIM_SQL.get(connection.alias)
+    if cached is None:
+        quote = connection.ops.quote_name
+        deliveries, webhooks, messages = (
+            _Rows(model) for model in (Delivery, Webhook, InboundMessage)
+        )
+        sql = (
+            f"WITH claimed AS (UPDATE {quote(Delivery._meta.db_table)} AS d "  # noqa: S608
+            "SET status = %(delivering)s, leased_until = %(leased_until)s, updated_at = %(now)s "
+            f"FROM {quote(Webhook._meta.db_table)} AS hook "
+            "WHERE d.id = %(id)s AND hook.id = d.webhook_id "
+            "AND hook.active AND hook.rate_limit = 0 AND ("
+            "(d.status = %(pending)s"
+            " AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= %(now)s))"
+            " OR (d.status = %(delivering)s AND d.leased_until <= %(now)s)) "
+            f"RETURNING {', '.join(f'd.{quote(c)}' for c in deliveries.columns)}) "
+            f"SELECT {deliveries.select('claimed')}, "
+            f"{webhooks.select('w')}, {messages.select('m')} "
+            f"FROM claimed JOIN {quote(Webhook._meta.db_table)} AS w ON w.id = claimed.webhook_id "
+            f"JOIN {quote(InboundMessage._meta.db_table)} AS m ON m.id = claimed.message_id"
+        )
+        cached = _CLAIM_SQL[connection.alias] = (sql, deliveries, webhooks, messages)
+    return cached
+
+
+def _claim_in_one_statement(delivery_id: uuid.UUID, now: datetime) -> Delivery | None:
+    """The usual claim as one statement: a due delivery of an active webhook
+    without a rate limit is leased and read with its webhook and message.
+
+    None when that does not apply (not due, taken, inactive, rate-limited,
+    gone); _claim's general path then sorts out which. The ORM's read and
+    update, compiled for every delivery, were a quarter of a worker's CPU.
+    """
+    sql, deliveries, webhooks, messages = _claim_query()
+    params = {
+        "id": delivery_id,
+        "now": now,
+        "leased_until": now + _lease(),
+        "pending": Delivery.Status.PENDING.value,
+        "delivering": Delivery.Status.DELIVERING.value,
+    }
+
+    def run() -> tuple | None:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchone()
+
+    # Safe to run again: if a first run's UPDATE committed unseen, the second
+    # finds the row leased and the lease's expiry gives it back to the sweep.
+    row = dbconn.read_reconnecting(run)
+    if row is None:
+        return None
+    split = len(deliveries.columns)
+    delivery = deliveries.build(row[:split])
+    rest = row[split:]
+    webhook = webhooks.build(rest[: len(webhooks.columns)])
+    message = messages.build(rest[len(webhooks.columns) :])
+    delivery.webhook = webhook
+    delivery.message = message
+    return delivery
+
+
 def _claim(delivery_id: uuid.UUID) -> Delivery | None:
     """Move the delivery to 'delivering' under a lease if it is due; None otherwise.
 
-    One read, then one conditional UPDATE that only matches while the row is
-    still claimable: of two workers holding the same id (a sweep re-send, a
+    One conditional UPDATE that only matches while the row is still
+    claimable: of two workers holding the same id (a sweep re-send, a
     redelivered task), exactly one gets the row. No transaction or lock is
-    held beyond that statement.
+    held beyond that statement. On PostgreSQL the usual case is that one
+    statement (_claim_in_one_statement); otherwise, and for the rest, one read
+    decides what to do.
     """
     now = timezone.now()
+    if connection.vendor == "postgresql":
+        claimed = _claim_in_one_statement(delivery_id, now)
+        if claimed is not None:
+            return claimed
     delivery = _read_delivery(delivery_id)
     if delivery is None:
         return None  # gone

@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
@@ -430,3 +431,44 @@ def test_a_worker_whose_connection_was_cut_reconnects_and_delivers(
     assert delivery.deliver(delivery_id=delivery_id) == "attempted"
     assert only_delivery().status == Delivery.Status.DELIVERED
     assert len(httpserver.log) == 1
+
+
+@pytest.mark.django_db
+def test_a_due_delivery_is_claimed_and_read_in_one_statement(webhook):
+    # The usual claim is one UPDATE ... RETURNING joined to its webhook and
+    # message, and what it builds is what the ORM would have read.
+    Webhook.objects.filter(id=webhook.id).update(custom_headers={"X-Team": "billing"})
+    accept(webhook)
+    due = only_delivery()
+    with CaptureQueriesContext(connection) as queries:
+        claimed = delivery._claim(due.id)
+    assert len(queries) == 1
+    assert claimed.status == Delivery.Status.DELIVERING
+    assert claimed.leased_until > timezone.now()
+    assert claimed.rcpt_to == [webhook.address]
+    assert claimed.webhook.custom_headers == {"X-Team": "billing"}
+    assert claimed.webhook.secret == SECRET
+    assert bytes(claimed.message.raw) == RAW
+    assert claimed.message.dkim_domains == ["example.net"]
+    assert claimed.message.client_ip == "192.0.2.10"
+    stored = only_delivery()
+    assert (stored.status, stored.leased_until) == (claimed.status, claimed.leased_until)
+    # Taken: a second claim (a duplicate task) gets nothing.
+    assert delivery._claim(due.id) is None
+
+
+@pytest.mark.django_db
+def test_a_rate_limited_webhook_takes_the_general_claim(webhook, settings):
+    settings.REDIS_URL = ""  # counted in the database
+    Webhook.objects.filter(id=webhook.id).update(rate_limit=1)
+    accept(webhook)
+    accept(webhook, raw=RAW + b"2")
+    first, second = Delivery.objects.order_by("created_at")
+    assert delivery._claim(first.id).status == Delivery.Status.DELIVERING
+    DeliveryLog.objects.create(
+        webhook=webhook, delivery=first, attempt=1, attempted_at=timezone.now(), duration_ms=1
+    )
+    assert delivery._claim(second.id) is None  # over the limit: deferred, not leased
+    deferred = Delivery.objects.get(id=second.id)
+    assert deferred.status == Delivery.Status.PENDING
+    assert deferred.next_attempt_at > timezone.now()
