@@ -13,7 +13,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from conduit.env import env_bool, env_float, env_int, env_list, env_str
+from conduit.env import env_choice, env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Where the embedded defaults keep their files (SQLite, broker queue, cache).
@@ -217,6 +217,17 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A delivery's time goes mostly to waiting for the webhook's server, so the
+# worker runs deliveries in threads of one process: a slow endpoint holds a
+# thread, not a process of ~90 MB, and no task crosses a process boundary (the
+# prefork pool's dispatch cost ~2 ms of CPU per task in bench/e2e.py). The
+# Python work of one worker process uses one core; run more worker processes
+# to use more (the Procfile's worker scales). `prefork` and `solo` remain.
+# SQLite (local runs) gets fewer threads: its writers queue for one file lock.
+CELERY_WORKER_POOL = env_choice("CONDUIT_WORKER_POOL", "threads", ("threads", "prefork", "solo"))
+CELERY_WORKER_CONCURRENCY = env_int(
+    "CONDUIT_WORKER_CONCURRENCY", 16 if DATABASE_URL else 4, minimum=1
+)
 # Without this, Celery's Django fixup closes the database connection before and
 # after every task, so each delivery paid for a new PostgreSQL connection (half
 # of a delivery's time in bench/e2e.py). Connections are kept (and recycled

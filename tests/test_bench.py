@@ -72,7 +72,7 @@ def test_it_measures_end_to_end_latency_and_loses_nothing(tmp_path: Path) -> Non
         assert run["delivered"] == run["accepted"]
         assert run["latency_ms"]["p50"] > 0
     assert result["lost_total"] == 0
-    assert result["memory"]["worker"]["pool_process_peak_mb"] > 0
+    assert result["memory"]["worker"]["main_peak_mb"] > 0
 
 
 def test_it_measures_the_api_under_gunicorn(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from conduit.env import env_bool, env_float, env_int, env_list
+from conduit.env import env_bool, env_choice, env_float, env_int, env_list
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,6 +33,7 @@ def test_it_reads_typed_values(monkeypatch):
         (lambda: env_bool("X"), "maybe"),
         (lambda: env_int("X", 1), "ten"),
         (lambda: env_float("X", 1.0), "x"),
+        (lambda: env_choice("X", "a", ("a", "b")), "c"),
     ],
 )
 def test_it_fails_loudly_on_bad_values(monkeypatch, reader, value):
@@ -100,3 +101,38 @@ def test_it_falls_back_to_sqlite_and_a_serverless_broker(tmp_path):
     assert engine == "django.db.backends.sqlite3"
     assert broker == "filesystem://"
     assert cache.endswith("FileBasedCache")
+
+
+def _worker_banner(env: dict[str, str]) -> str:
+    """The banner of `celery -A conduit worker` as the Procfile runs it, up to "ready"."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CONDUIT_WORKER")}
+    clean.update(SECRET_KEY="s", **env)
+    argv = [sys.executable, "-m", "celery", "-A", "conduit", "worker", "--loglevel=INFO"]
+    # A queue of its own: it must not take other tests' tasks while it starts.
+    argv += ["--queues", "settings-test", "--without-gossip", "--without-mingle"]
+    process = subprocess.Popen(
+        argv, cwd=ROOT, env=clean, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines: list[str] = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if " ready." in line:
+                break
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    return "".join(lines)
+
+
+def test_the_worker_runs_deliveries_in_threads_by_default():
+    # The CLI's own default (prefork) gives way to the configured pool.
+    assert "concurrency: 16 (thread)" in _worker_banner({})
+    banner = _worker_banner({"CONDUIT_WORKER_POOL": "solo", "CONDUIT_WORKER_CONCURRENCY": "3"})
+    assert "(solo)" in banner
+
+
+def test_it_refuses_an_unknown_worker_pool():
+    result = _check({"SECRET_KEY": "s", "CONDUIT_WORKER_POOL": "gevent"})
+    assert result.returncode != 0
+    assert "CONDUIT_WORKER_POOL='gevent' is not one of threads, prefork, solo" in result.stderr

@@ -56,6 +56,9 @@ logger = logging.getLogger(__name__)
 
 USER_AGENT = "Conduit-Webhooks/1.0"
 _POOL_CONNECTIONS = 64  # distinct (pinned IP, port, TLS name) pools kept alive per process
+# Idle connections kept per pool: one per worker thread that may post to the same
+# target at once (CONDUIT_WORKER_CONCURRENCY), so none is closed after one use.
+_POOL_MAXSIZE = 32
 _CHUNK = 8192
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -257,7 +260,7 @@ class _DeadlinePoolsMixin:
         self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
     ) -> None:
         super().init_poolmanager(  # type: ignore[misc]
-            max(connections, _POOL_CONNECTIONS), maxsize, block, **pool_kwargs
+            max(connections, _POOL_CONNECTIONS), max(maxsize, _POOL_MAXSIZE), block, **pool_kwargs
         )
         self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}  # type: ignore[attr-defined]
 
