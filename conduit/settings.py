@@ -339,5 +339,12 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.request": {"level": "ERROR"}},
+    "loggers": {
+        "django.request": {"level": "ERROR"},
+        # aiosmtpd logs every SMTP command and connection event at INFO (a dozen
+        # lines per session, addresses included); the ingress writes one line
+        # per session itself (conduit.ingress). CONDUIT_SMTP_TRACE=true brings
+        # the protocol trace back for debugging.
+        "mail.log": {"level": "INFO" if env_bool("CONDUIT_SMTP_TRACE", False) else "WARNING"},
+    },
 }

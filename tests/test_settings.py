@@ -136,3 +136,20 @@ def test_it_refuses_an_unknown_worker_pool():
     result = _check({"SECRET_KEY": "s", "CONDUIT_WORKER_POOL": "gevent"})
     assert result.returncode != 0
     assert "CONDUIT_WORKER_POOL='gevent' is not one of threads, prefork, solo" in result.stderr
+
+
+def test_the_smtp_protocol_trace_is_off_unless_asked_for():
+    # aiosmtpd logs a dozen INFO lines per session; the ingress writes one.
+    code = (
+        "import django, logging; django.setup(); "
+        "print(logging.getLogger('mail.log').isEnabledFor(logging.INFO), "
+        "logging.getLogger('conduit.ingress').isEnabledFor(logging.INFO))"
+    )
+    for trace, expected in (("", "False True"), ("true", "True True")):
+        env = dict(os.environ, SECRET_KEY="s", DJANGO_SETTINGS_MODULE="conduit.settings")
+        env["CONDUIT_SMTP_TRACE"] = trace
+        result = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split() == expected.split()

@@ -42,3 +42,35 @@ def test_it_refuses_an_unknown_recipient(ingress, alice, alice_domain, delivery_
         code, text = smtp.rcpt("nobody@alice.example")
         assert code == 550
         assert text.startswith(b"5.1.1")
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        "",
+        "<alice@example.net>",
+        "<alice@example.net> SIZE=100",
+        "alice@example.net",
+        "<>",
+        '<"odd local"@example.net>',
+        "<@relay.example:alice@example.net>",
+        "<not an address",
+        "<" + "a" * 65 + "@example.net>",
+        "<" + "a" * 64 + "@example.net>",
+    ],
+)
+def test_its_address_parser_answers_as_aiosmtpd_does(arg):
+    # ConduitSMTP._getaddr is aiosmtpd's, less a class defined on every call.
+    from aiosmtpd.smtp import SMTP
+
+    from ingress.server import ConduitSMTP
+
+    ours = ConduitSMTP.__new__(ConduitSMTP)
+    theirs = SMTP.__new__(SMTP)
+    ours.local_part_limit = theirs.local_part_limit = 64
+    expected = theirs._getaddr(arg)
+    got = ours._getaddr(arg)
+    assert (got[0], str(got[1]) if got[1] is not None else None) == (
+        expected[0],
+        str(expected[1]) if expected[1] is not None else None,
+    )
