@@ -186,6 +186,7 @@ CONDUIT_RAW_MESSAGE_RETENTION_DAYS = env_int("CONDUIT_RAW_MESSAGE_RETENTION_DAYS
 # --- Celery ---------------------------------------------------------------
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
+    CELERY_BROKER_TRANSPORT = "conduit.broker:Transport"  # kombu's Redis, fewer client objects
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         # Longer than the longest attempt plus queueing, so an unacked task is
         # not handed to a second worker while the first is still on it.

@@ -484,7 +484,7 @@ def enqueue(*, delivery_id: uuid.UUID, countdown: float | None = None) -> bool:
 
 
 # Deliveries carried by one task. Small, so that a group spreads over the
-# worker's processes instead of queueing behind one slow target.
+# worker's threads instead of queueing behind one slow target.
 TASK_BATCH = 4
 
 
@@ -495,17 +495,24 @@ def enqueue_many(ids: Sequence[uuid.UUID]) -> int:
     pending. After one failure the broker is taken to be down and the rest
     are left to the sweep too, rather than each waiting out its own timeout.
     """
+    from conduit.celery import app
     from webhooks.tasks import deliver_many_task
 
-    for start in range(0, len(ids), TASK_BATCH):
-        chunk = [str(i) for i in ids[start : start + TASK_BATCH]]
-        try:
-            deliver_many_task.apply_async(args=[chunk])
-        except Exception:
-            left = ", ".join(str(i) for i in ids[start:])
-            logger.warning("Could not enqueue deliveries %s; the sweep will retry", left)
-            return start
-    return len(ids)
+    sent = 0
+    try:
+        # One producer for the whole pass; the ids as their own argsrepr
+        # (Celery's saferepr of them cost a tenth of a publish).
+        with app.producer_or_acquire() as producer:
+            for start in range(0, len(ids), TASK_BATCH):
+                chunk = [str(i) for i in ids[start : start + TASK_BATCH]]
+                deliver_many_task.apply_async(
+                    args=[chunk], producer=producer, argsrepr=repr([chunk])
+                )
+                sent = start + len(chunk)
+    except Exception:
+        left = ", ".join(str(i) for i in ids[sent:])
+        logger.warning("Could not enqueue deliveries %s; the sweep will retry", left)
+    return sent
 
 
 def sweep(*, limit: int = 500) -> int:
