@@ -40,9 +40,17 @@ def make_message(*, tag: str, rcpt: str, size: int) -> bytes:
     return head + BODY_LINE * lines
 
 
+# A server that never answers fails the session (as a sending MTA would give
+# up and retry later) instead of holding the benchmark forever.
+REPLY_TIMEOUT = 30.0
+
+
 async def _reply(reader: asyncio.StreamReader, step: str, expect: int) -> bytes:
     while True:
-        line = await reader.readline()
+        try:
+            line = await asyncio.wait_for(reader.readline(), REPLY_TIMEOUT)
+        except TimeoutError:
+            raise TimeoutError(f"{step}: no reply within {REPLY_TIMEOUT:g} s") from None
         if not line:
             raise ConnectionError(f"{step}: connection closed by the server")
         if line[3:4] != b"-":

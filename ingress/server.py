@@ -355,10 +355,13 @@ async def serve(
         listener = asyncio.create_task(routes.listen(cache, params), name="route-listener")
     committer = GroupCommitter(loop)
     factory = protocol_factory(route_cache=cache, committer=committer)
+    # asyncio listens again on a given socket, with its own backlog of 100.
     if sockets is None:
-        servers = [await loop.create_server(factory, host=host, port=port)]
+        servers = [await loop.create_server(factory, host=host, port=port, backlog=LISTEN_BACKLOG)]
     else:
-        servers = [await loop.create_server(factory, sock=sock) for sock in sockets]
+        servers = [
+            await loop.create_server(factory, sock=sock, backlog=LISTEN_BACKLOG) for sock in sockets
+        ]
     if stop is None:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -406,6 +409,13 @@ def process_count(requested: int | None = None) -> int:
     return count or os.cpu_count() or 1
 
 
+# Connections the kernel completes before a process accepts them. When this
+# queue is full, Linux drops the handshake's last ACK: the sender believes it
+# is connected and waits for a greeting that never comes. Bursts of MX
+# traffic need room here (capped by net.core.somaxconn).
+LISTEN_BACKLOG = 1024
+
+
 def listening_sockets(host: str, port: int) -> list[socket.socket]:
     """Bound, listening sockets for ``host`` (every address it resolves to) and ``port``."""
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -423,7 +433,7 @@ def listening_sockets(host: str, port: int) -> list[socket.socket]:
             if sockets and port == 0:  # the port the first address got, for all
                 address = (address[0], sockets[0].getsockname()[1], *address[2:])
             sock.bind(address)
-            sock.listen(1024)
+            sock.listen(LISTEN_BACKLOG)
             sock.setblocking(False)
         except OSError:
             sock.close()

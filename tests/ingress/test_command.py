@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import smtplib
 import socket
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from ingress.management.commands.ingress import Command
+from ingress.server import LISTEN_BACKLOG
 from tests.ingress.conftest import hook
 from tests.ingress.processes import BASE_DIR, free_port, ingress_argv, service_env
 from tests.webhooks.test_delivery import wait_for
@@ -128,6 +130,16 @@ def _children(pid: int) -> set[int]:
     return found
 
 
+def _listen_backlog(port: int) -> int | None:
+    """The listening socket's accept-queue size, as ss shows it (None without ss)."""
+    if shutil.which("ss") is None:
+        return None
+    out = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    return int(out[2])
+
+
 @pytest.mark.django_db(transaction=True)
 def test_it_runs_several_processes_on_one_port_and_replaces_one_that_dies(
     stack, alice, alice_domain
@@ -139,6 +151,8 @@ def test_it_runs_several_processes_on_one_port_and_replaces_one_that_dies(
     port = int(ingress.wait_ready().group(1))
     wait_for(lambda: len(_children(ingress.pid)) == 3, timeout=10)
     first = _children(ingress.pid)
+    # Not asyncio's default of 100: a full accept queue strands senders.
+    assert _listen_backlog(port) in (None, LISTEN_BACKLOG)
 
     def send(n: int) -> dict:
         with smtplib.SMTP("127.0.0.1", port, local_hostname="sender.example", timeout=20) as smtp:
