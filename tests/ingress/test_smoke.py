@@ -74,3 +74,30 @@ def test_its_address_parser_answers_as_aiosmtpd_does(arg):
         expected[0],
         str(expected[1]) if expected[1] is not None else None,
     )
+
+
+def test_the_protocol_finds_every_hook_through_its_short_dir():
+    # ConduitSMTP and Handler list only their hook methods in dir(), which
+    # aiosmtpd's constructor scans on every connection; it must still find
+    # every command, AUTH mechanism and handler hook.
+    import asyncio
+
+    from ingress.server import protocol_factory
+
+    async def build():
+        return protocol_factory(hostname="mx.test")()
+
+    protocol = asyncio.run(build())
+    every = object.__dir__(protocol)
+    assert set(protocol._smtp_methods) == {
+        name[len("smtp_") :] for name in every if name.startswith("smtp_")
+    }
+    assert {"DATA", "EHLO", "MAIL", "RCPT", "QUIT", "AUTH", "STARTTLS"} <= set(
+        protocol._smtp_methods
+    )
+    assert set(protocol._auth_methods) == {"LOGIN", "PLAIN"}
+    handler_every = object.__dir__(protocol.event_handler)
+    assert set(protocol._handle_hooks) == {
+        name[len("handle_") :] for name in handler_every if name.startswith("handle_")
+    }
+    assert {"MAIL", "RCPT", "DATA"} <= set(protocol._handle_hooks)
