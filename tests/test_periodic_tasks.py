@@ -30,3 +30,13 @@ def test_it_acks_late_and_prefetches_one():
 def test_it_keeps_unacked_tasks_longer_than_the_longest_attempt(settings):
     visibility = app.conf.broker_transport_options["visibility_timeout"]
     assert visibility > settings.CONDUIT_DELIVERY_TIMEOUT + settings.CONDUIT_DELIVERY_LEASE_MARGIN
+
+
+def test_celery_settings_are_settled_once_as_plain_values():
+    # Read through Django's settings on every publish, each lookup cost ~10 us.
+    from django.conf import settings
+
+    assert app.conf.changes["task_acks_late"] is settings.CELERY_TASK_ACKS_LATE
+    assert app.conf.changes["worker_pool"] == settings.CELERY_WORKER_POOL
+    assert app.conf.changes["broker_transport"] == settings.CELERY_BROKER_TRANSPORT
+    assert app.conf.changes["task_default_queue"] == "celery"  # Celery's own default
