@@ -121,7 +121,7 @@ def recipient_facts(address: str) -> RecipientFacts | None:
         policy_id=policy.id,
         allowed_networks=tuple(checks.parse_ip_networks(policy.allowed_source_ips or "")),
         require_smtp_auth=policy.require_smtp_auth,
-        needs_mail_auth=policy.require_spf or policy.require_dkim,
+        needs_mail_auth=_asks_mail_auth(policy),
     )
 
 
@@ -247,16 +247,14 @@ def _recipients(
 
 
 def _current_recipients(message: MessageInput) -> dict[Webhook, list[str]]:
-    """The recipients by webhook, from routes known to be current (no query)."""
-    webhooks: dict[uuid.UUID, Webhook] = {}
-    recipients: dict[Webhook, list[str]] = {}
-    for rcpt, route in message.routes.items():
-        webhook = webhooks.get(route.webhook_id)
-        if webhook is None:
-            # Only the id is used: it becomes the deliveries' foreign key.
-            webhook = webhooks[route.webhook_id] = Webhook(id=route.webhook_id)
-        recipients.setdefault(webhook, []).append(rcpt)
-    return recipients
+    """The recipients by webhook, from routes known to be current (no query).
+    Only the webhooks' ids are used: they become the deliveries' foreign keys."""
+    ids = {route.webhook_id for route in message.routes.values()}
+    return _recipients(message, {webhook_id: Webhook(id=webhook_id) for webhook_id in ids})
+
+
+def _asks_mail_auth(policy: SmtpSecurityPolicy | None) -> bool:
+    return policy is not None and (policy.require_spf or policy.require_dkim)
 
 
 def _active_webhooks(ids: set[uuid.UUID]) -> dict[uuid.UUID, Webhook]:
@@ -364,8 +362,9 @@ def accept_messages(messages: Sequence[MessageInput]) -> GroupReplies:
                     needs_mail_auth = any(r.needs_mail_auth for r in message.routes.values())
                 else:
                     recipients = _recipients(message, webhooks)
-                    policies = [w.smtp_security_policy for w in recipients]
-                    needs_mail_auth = any(p and (p.require_spf or p.require_dkim) for p in policies)
+                    needs_mail_auth = any(
+                        _asks_mail_auth(webhook.smtp_security_policy) for webhook in recipients
+                    )
                 if not recipients:
                     replies[index] = NO_RECIPIENTS_LEFT
                 elif not needs_mail_auth:  # else None: the caller runs accept_message for it

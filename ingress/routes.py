@@ -65,8 +65,9 @@ class RouteCache:
         """Keep a lookup that started at ``generation``, unless something changed since."""
         if not self.live or generation != self.generation:
             return
-        self._entries[_key(address)] = (time.monotonic(), facts)
-        self._entries.move_to_end(_key(address))
+        key = _key(address)
+        self._entries[key] = (time.monotonic(), facts)
+        self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 

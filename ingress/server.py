@@ -69,7 +69,11 @@ class _PendingLogin:
 
 
 _HOOK_PREFIXES = ("smtp_", "auth_", "handle_")
-_HOOK_NAMES: dict[type, list[str]] = {}
+
+
+@functools.cache
+def _hook_names(cls: type) -> tuple[str, ...]:
+    return tuple(sorted(name for name in dir(cls) if name.startswith(_HOOK_PREFIXES)))
 
 
 class _HooksOnlyDir:
@@ -83,13 +87,7 @@ class _HooksOnlyDir:
     """
 
     def __dir__(self) -> list[str]:
-        names = _HOOK_NAMES.get(type(self))
-        if names is None:
-            every = object.__dir__(self)
-            names = _HOOK_NAMES[type(self)] = sorted(
-                name for name in every if name.startswith(_HOOK_PREFIXES)
-            )
-        return list(names)
+        return list(_hook_names(type(self)))
 
 
 class ConduitSMTP(_HooksOnlyDir, SMTP):
@@ -379,13 +377,12 @@ async def serve(
         listener = asyncio.create_task(routes.listen(cache, params), name="route-listener")
     committer = GroupCommitter(loop)
     factory = protocol_factory(route_cache=cache, committer=committer)
-    # asyncio listens again on a given socket, with its own backlog of 100.
     if sockets is None:
-        servers = [await loop.create_server(factory, host=host, port=port, backlog=LISTEN_BACKLOG)]
-    else:
-        servers = [
-            await loop.create_server(factory, sock=sock, backlog=LISTEN_BACKLOG) for sock in sockets
-        ]
+        sockets = listening_sockets(host, port)
+    # asyncio listens again on a given socket, with its own backlog of 100.
+    servers = [
+        await loop.create_server(factory, sock=sock, backlog=LISTEN_BACKLOG) for sock in sockets
+    ]
     if stop is None:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -56,12 +56,7 @@ class GroupCommitter:
     def _store_loop(self) -> None:
         stopping = False
         while not stopping:
-            group = [self._pending.get()]
-            while len(group) < self.max_batch:
-                try:
-                    group.append(self._pending.get_nowait())
-                except queue.Empty:
-                    break
+            group = _take_waiting(self._pending, self.max_batch)
             if _STOP in group:
                 group.remove(_STOP)
                 stopping = True
@@ -89,20 +84,10 @@ class GroupCommitter:
 
     def _enqueue_loop(self) -> None:
         while True:
-            item = self._to_enqueue.get()
-            ids: list[uuid.UUID] = []
-            stopping = item is _STOP
-            if not stopping:
-                ids.extend(item)
-            while True:  # take everything waiting: one pass over the broker for all
-                try:
-                    item = self._to_enqueue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stopping = True
-                else:
-                    ids.extend(item)
+            # Everything waiting: one pass over the broker for all.
+            batches = _take_waiting(self._to_enqueue)
+            stopping = _STOP in batches
+            ids: list[uuid.UUID] = [i for batch in batches if batch is not _STOP for i in batch]
             if ids:
                 try:
                     delivery.enqueue_many(ids)
@@ -110,6 +95,17 @@ class GroupCommitter:
                     logger.exception("Could not enqueue %d deliveries; the sweep will", len(ids))
             if stopping:
                 return
+
+
+def _take_waiting(waiting: queue.SimpleQueue, limit: int | None = None) -> list:
+    """The next item (waiting for it), then whatever else is already queued."""
+    items = [waiting.get()]
+    while limit is None or len(items) < limit:
+        try:
+            items.append(waiting.get_nowait())
+        except queue.Empty:
+            break
+    return items
 
 
 def _answer(futures: list, replies: list, error: BaseException | None) -> None:

@@ -15,6 +15,7 @@ the sweep take it back if the worker dies in the middle.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.db.models import F, Model, Q
 from django.utils import timezone
 
@@ -195,33 +196,27 @@ class _Rows:
         return self.model.from_db(connection.alias, self.attnames, row)
 
 
-_CLAIM_SQL: dict[str, tuple[str, _Rows, _Rows, _Rows]] = {}
-
-
-def _claim_query() -> tuple[str, _Rows, _Rows, _Rows]:
-    cached = _CLAIM_SQL.get(connection.alias)
-    if cached is None:
-        quote = connection.ops.quote_name
-        deliveries, webhooks, messages = (
-            _Rows(model) for model in (Delivery, Webhook, InboundMessage)
-        )
-        sql = (
-            f"WITH claimed AS (UPDATE {quote(Delivery._meta.db_table)} AS d "  # noqa: S608
-            "SET status = %(delivering)s, leased_until = %(leased_until)s, updated_at = %(now)s "
-            f"FROM {quote(Webhook._meta.db_table)} AS hook "
-            "WHERE d.id = %(id)s AND hook.id = d.webhook_id "
-            "AND hook.active AND hook.rate_limit = 0 AND ("
-            "(d.status = %(pending)s"
-            " AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= %(now)s))"
-            " OR (d.status = %(delivering)s AND d.leased_until <= %(now)s)) "
-            f"RETURNING {', '.join(f'd.{quote(c)}' for c in deliveries.columns)}) "
-            f"SELECT {deliveries.select('claimed')}, "
-            f"{webhooks.select('w')}, {messages.select('m')} "
-            f"FROM claimed JOIN {quote(Webhook._meta.db_table)} AS w ON w.id = claimed.webhook_id "
-            f"JOIN {quote(InboundMessage._meta.db_table)} AS m ON m.id = claimed.message_id"
-        )
-        cached = _CLAIM_SQL[connection.alias] = (sql, deliveries, webhooks, messages)
-    return cached
+@functools.cache
+def _claim_query(alias: str) -> tuple[str, _Rows, _Rows, _Rows]:
+    """The claim statement and how to read its row, built once per database."""
+    quote = connections[alias].ops.quote_name
+    deliveries, webhooks, messages = (_Rows(model) for model in (Delivery, Webhook, InboundMessage))
+    sql = (
+        f"WITH claimed AS (UPDATE {quote(Delivery._meta.db_table)} AS d "  # noqa: S608
+        "SET status = %(delivering)s, leased_until = %(leased_until)s, updated_at = %(now)s "
+        f"FROM {quote(Webhook._meta.db_table)} AS hook "
+        "WHERE d.id = %(id)s AND hook.id = d.webhook_id "
+        "AND hook.active AND hook.rate_limit = 0 AND ("
+        "(d.status = %(pending)s"
+        " AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= %(now)s))"
+        " OR (d.status = %(delivering)s AND d.leased_until <= %(now)s)) "
+        f"RETURNING {', '.join(f'd.{quote(c)}' for c in deliveries.columns)}) "
+        f"SELECT {deliveries.select('claimed')}, "
+        f"{webhooks.select('w')}, {messages.select('m')} "
+        f"FROM claimed JOIN {quote(Webhook._meta.db_table)} AS w ON w.id = claimed.webhook_id "
+        f"JOIN {quote(InboundMessage._meta.db_table)} AS m ON m.id = claimed.message_id"
+    )
+    return sql, deliveries, webhooks, messages
 
 
 def _claim_in_one_statement(delivery_id: uuid.UUID, now: datetime) -> Delivery | None:
@@ -232,7 +227,7 @@ def _claim_in_one_statement(delivery_id: uuid.UUID, now: datetime) -> Delivery |
     gone); _claim's general path then sorts out which. The ORM's read and
     update, compiled for every delivery, were a quarter of a worker's CPU.
     """
-    sql, deliveries, webhooks, messages = _claim_query()
+    sql, deliveries, webhooks, messages = _claim_query(connection.alias)
     params = {
         "id": delivery_id,
         "now": now,
@@ -251,13 +246,11 @@ def _claim_in_one_statement(delivery_id: uuid.UUID, now: datetime) -> Delivery |
     row = dbconn.read_reconnecting(run)
     if row is None:
         return None
-    split = len(deliveries.columns)
-    delivery = deliveries.build(row[:split])
-    rest = row[split:]
-    webhook = webhooks.build(rest[: len(webhooks.columns)])
-    message = messages.build(rest[len(webhooks.columns) :])
-    delivery.webhook = webhook
-    delivery.message = message
+    ends_delivery = len(deliveries.columns)
+    ends_webhook = ends_delivery + len(webhooks.columns)
+    delivery = deliveries.build(row[:ends_delivery])
+    delivery.webhook = webhooks.build(row[ends_delivery:ends_webhook])
+    delivery.message = messages.build(row[ends_webhook:])
     return delivery
 
 

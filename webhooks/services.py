@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -205,29 +206,22 @@ def _store_raw_binary(*, message: InboundMessage, raw: bytes) -> None:
     message.raw = raw
 
 
-_INSERT_SQL: dict[str, str] = {}
-
-
-def _insert_sql() -> str:
+@functools.cache
+def _insert_sql(alias: str) -> str:
     """One INSERT for messages and their deliveries: a data-modifying CTE for
     the messages, the deliveries in the main query, each a SELECT over
     ``unnest`` of one array per column. The text is the same for any number of
     rows, so it is built once and PostgreSQL prepares it once per connection."""
-    sql = _INSERT_SQL.get(connection.alias)
-    if sql is None:
-        quote = connection.ops.quote_name
+    db = connections[alias]
+    quote = db.ops.quote_name
 
-        def rows(model: type[Any]) -> str:
-            fields = model._meta.concrete_fields
-            columns = ", ".join(quote(f.column) for f in fields)
-            arrays = ", ".join(f"%b::{f.db_type(connection)}[]" for f in fields)
-            return f"{quote(model._meta.db_table)} ({columns}) SELECT * FROM unnest({arrays})"  # noqa: S608
+    def rows(model: type[Any]) -> str:
+        fields = model._meta.concrete_fields
+        columns = ", ".join(quote(f.column) for f in fields)
+        arrays = ", ".join(f"%b::{f.db_type(db)}[]" for f in fields)
+        return f"{quote(model._meta.db_table)} ({columns}) SELECT * FROM unnest({arrays})"  # noqa: S608
 
-        sql = _INSERT_SQL[connection.alias] = (
-            f"WITH new_messages AS (INSERT INTO {rows(InboundMessage)}) "
-            f"INSERT INTO {rows(Delivery)}"
-        )
-    return sql
+    return f"WITH new_messages AS (INSERT INTO {rows(InboundMessage)}) INSERT INTO {rows(Delivery)}"
 
 
 def _column_arrays(objects: Sequence[Any]) -> list[list[Any]]:
@@ -252,7 +246,7 @@ def _insert_together(messages: Sequence[InboundMessage], deliveries: Sequence[De
     params = _column_arrays(messages) + _column_arrays(deliveries)
     connection.ensure_connection()
     with connection.wrap_database_errors, Cursor(connection.connection) as cursor:
-        cursor.execute(_insert_sql(), params)
+        cursor.execute(_insert_sql(connection.alias), params)
 
 
 @dataclass(frozen=True)
@@ -327,9 +321,6 @@ def messages_accept(
     if postgres and all(message.raw is not None for message in messages):
         # One statement: atomic by itself, one round trip, no transaction to open.
         _insert_together(messages, deliveries)
-        if enqueue:
-            ids = [d.id for d in deliveries]
-            transaction.on_commit(lambda: delivery.enqueue_many(ids), robust=True)
     else:
         with transaction.atomic(savepoint=False):
             InboundMessage.objects.bulk_create(messages)
@@ -337,9 +328,10 @@ def messages_accept(
                 if message.raw is None:
                     _store_raw_binary(message=message, raw=new.raw)
             Delivery.objects.bulk_create(deliveries)
-            if enqueue:
-                ids = [d.id for d in deliveries]
-                transaction.on_commit(lambda: delivery.enqueue_many(ids), robust=True)
+    if enqueue:
+        # After the commit: now, or when the caller's transaction commits.
+        ids = [d.id for d in deliveries]
+        transaction.on_commit(lambda: delivery.enqueue_many(ids), robust=True)
     by_message: dict[uuid.UUID, list[uuid.UUID]] = {}
     for item in deliveries:
         by_message.setdefault(item.message_id, []).append(item.id)
