@@ -25,11 +25,11 @@ from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 from django import db
 from django.conf import settings
 
-from ingress import decisions, routes
+from ingress import decisions, routes, smtpdata
 from ingress.store import GroupCommitter
 from webhooks.services import BINARY_RAW_BYTES
 
@@ -91,8 +91,45 @@ class _HooksOnlyDir:
 
 
 class ConduitSMTP(_HooksOnlyDir, SMTP):
-    """aiosmtpd's SMTP with the checks of AUTH moved off the event loop and
-    enhanced status codes on the size errors."""
+    """aiosmtpd's SMTP with the checks of AUTH moved off the event loop, DATA
+    read in chunks, and enhanced status codes on the size errors."""
+
+    async def smtp_DATA(self, arg: str) -> None:
+        # aiosmtpd's own, with the body read by ingress.smtpdata rather than
+        # one awaited line at a time; the replies are aiosmtpd's. The content
+        # stays bytes, as aiosmtpd leaves it unless decode_data is set (never here).
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        try:
+            outcome, content = await smtpdata.read_data(
+                self._reader, size_limit=self.data_size_limit, line_limit=self.line_length_limit
+            )
+        except asyncio.CancelledError:
+            # The connection went away during DATA.
+            self._writer.close()
+            raise
+        if outcome is smtpdata.Outcome.TOO_LONG:
+            await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
+            self._set_post_data_state()
+            return
+        if outcome is smtpdata.Outcome.TOO_MUCH:
+            await self.push("552 Error: Too much mail data")
+            self._set_post_data_state()
+            return
+        self.envelope.content = self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
 
     def _authenticate(self, mechanism: str, auth_data: Any) -> Any:
         # Called synchronously by the built-in PLAIN/LOGIN parsers; the actual
