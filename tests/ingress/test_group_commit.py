@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import smtplib
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from ingress import decisions
-from ingress.store import GroupCommitter
+from ingress.store import LINGER, LINGER_AFTER, GroupCommitter
 from tests.ingress.conftest import hook, make_policy
+from webhooks.delivery import TASK_BATCH
 from webhooks.models import Delivery, InboundMessage, Webhook
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -165,3 +167,52 @@ def test_an_smtp_client_that_drops_during_the_commit_costs_nothing(ingress, team
     # The dropped session's message was committed all the same: the sender retries
     # (it never saw a 250), and the duplicate is the price of never losing one.
     assert InboundMessage.objects.count() == 2
+
+
+def _published_passes(monkeypatch) -> list[tuple[float, list]]:
+    passes: list[tuple[float, list]] = []
+    monkeypatch.setattr(
+        "webhooks.delivery.enqueue_many", lambda ids: passes.append((time.monotonic(), list(ids)))
+    )
+    return passes
+
+
+def test_under_load_a_part_filled_task_waits_briefly_for_more_deliveries(monkeypatch):
+    # One publish costs the same for one delivery as for four: while groups
+    # arrive every few milliseconds, the enqueue thread fills its tasks.
+    passes = _published_passes(monkeypatch)
+    committer = GroupCommitter(asyncio.new_event_loop())
+    try:
+        committer._to_enqueue.put(["first"])  # an idle ingress publishes at once
+        wait_for_passes(passes, 1)
+        committer._to_enqueue.put(["busy-0"])  # soon after: it waits for more
+        time.sleep(LINGER / 5)
+        committer._to_enqueue.put([f"busy-{n}" for n in range(1, TASK_BATCH)])
+        wait_for_passes(passes, 2)
+    finally:
+        committer.close()
+
+    assert [ids for _, ids in passes] == [["first"], [f"busy-{n}" for n in range(TASK_BATCH)]]
+
+
+def test_an_idle_ingress_publishes_each_delivery_at_once(monkeypatch):
+    passes = _published_passes(monkeypatch)
+    committer = GroupCommitter(asyncio.new_event_loop())
+    try:
+        for n in range(3):
+            handed = time.monotonic()
+            committer._to_enqueue.put([n])
+            wait_for_passes(passes, n + 1)
+            assert passes[n][0] - handed < LINGER
+            time.sleep(LINGER_AFTER * 1.5)  # idle again
+    finally:
+        committer.close()
+
+    assert [ids for _, ids in passes] == [[0], [1], [2]]
+
+
+def wait_for_passes(passes: list, count: int) -> None:
+    deadline = time.monotonic() + 5
+    while len(passes) < count and time.monotonic() < deadline:
+        time.sleep(0.0005)
+    assert len(passes) >= count

@@ -3,6 +3,8 @@ from __future__ import annotations
 import smtplib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.delivery_fixtures import make_webhook
 from tests.webhooks.test_delivery import wait_for
@@ -60,7 +62,12 @@ def test_it_refuses_an_unknown_recipient(ingress, alice, alice_domain, delivery_
     ],
 )
 def test_its_address_parser_answers_as_aiosmtpd_does(arg):
-    # ConduitSMTP._getaddr is aiosmtpd's, less a class defined on every call.
+    # ConduitSMTP._getaddr is aiosmtpd's, less a class defined on every call,
+    # with a regular expression for the plain <local@domain> form.
+    _assert_parsed_as_aiosmtpd_does(arg)
+
+
+def _assert_parsed_as_aiosmtpd_does(arg: str) -> None:
     from aiosmtpd.smtp import SMTP
 
     from ingress.server import ConduitSMTP
@@ -68,12 +75,46 @@ def test_its_address_parser_answers_as_aiosmtpd_does(arg):
     ours = ConduitSMTP.__new__(ConduitSMTP)
     theirs = SMTP.__new__(SMTP)
     ours.local_part_limit = theirs.local_part_limit = 64
-    expected = theirs._getaddr(arg)
-    got = ours._getaddr(arg)
-    assert (got[0], str(got[1]) if got[1] is not None else None) == (
-        expected[0],
-        str(expected[1]) if expected[1] is not None else None,
-    )
+
+    def parse(protocol: SMTP) -> tuple:
+        try:
+            address, rest = protocol._getaddr(arg)
+        except Exception as error:  # the email parser fails on some inputs: so must ours
+            return ("raised", type(error))
+        return address, str(rest) if rest is not None else None
+
+    assert parse(ours) == parse(theirs)
+
+
+def _pieces(*pieces: str) -> st.SearchStrategy[str]:
+    return st.lists(st.sampled_from(pieces), max_size=6).map("".join)
+
+
+# Half of them plain, as most senders write them, half anything at all.
+_PLAIN = _pieces("a", "Z", "0", "9", "-", ".", "a" * 64)
+_ADDRESS_PIECES = st.one_of(
+    _PLAIN,
+    _pieces(*"aZ09.-_+=!#$%&'*/?^`{|}~@<>()[]:;,\"", " ", "\t", "é", "..", "@@", "(c)", "a" * 64),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    local=_ADDRESS_PIECES,
+    domain=_ADDRESS_PIECES,
+    tail=st.sampled_from(["", " ", "  SIZE=100", " BODY=8BITMIME SIZE=1", "x", " (c) X", "\t>"]),
+)
+def test_its_address_parser_answers_as_aiosmtpd_does_for_generated_paths(local, domain, tail):
+    _assert_parsed_as_aiosmtpd_does(f"<{local}@{domain}>{tail}")
+    _assert_parsed_as_aiosmtpd_does(f"{local}@{domain}{tail}")
+
+
+def test_plain_paths_skip_the_email_parser():
+    from ingress.server import _PLAIN_PATH
+
+    for arg in ("<alice@example.net>", "<a.b+tag@mx-1.example.co.uk> SIZE=10240 BODY=8BITMIME"):
+        assert _PLAIN_PATH.match(arg)
+        _assert_parsed_as_aiosmtpd_does(arg)
 
 
 def test_the_protocol_finds_every_hook_through_its_short_dir():
