@@ -246,11 +246,16 @@ def _recipients(
     return recipients
 
 
-def _current_recipients(message: MessageInput) -> dict[Webhook, list[str]]:
-    """The recipients by webhook, from routes known to be current (no query).
-    Only the webhooks' ids are used: they become the deliveries' foreign keys."""
-    ids = {route.webhook_id for route in message.routes.values()}
-    return _recipients(message, {webhook_id: Webhook(id=webhook_id) for webhook_id in ids})
+def _by_id(recipients: dict[Webhook, list[str]]) -> dict[uuid.UUID, list[str]]:
+    return {webhook.id: rcpts for webhook, rcpts in recipients.items()}
+
+
+def _current_recipients(message: MessageInput) -> dict[uuid.UUID, list[str]]:
+    """The recipients by webhook id, from routes known to be current (no query)."""
+    recipients: dict[uuid.UUID, list[str]] = {}
+    for rcpt, route in message.routes.items():
+        recipients.setdefault(route.webhook_id, []).append(rcpt)
+    return recipients
 
 
 def _asks_mail_auth(policy: SmtpSecurityPolicy | None) -> bool:
@@ -294,17 +299,19 @@ def accept_message(message: MessageInput) -> str:
         reply, spf_result, dkim_domains = _check_mail_auth(message, [p for p in policies if p])
         if reply is not None:
             return reply
-        new = _new_message(message, recipients, spf_result=spf_result, dkim_domains=dkim_domains)
+        new = _new_message(
+            message, _by_id(recipients), spf_result=spf_result, dkim_domains=dkim_domains
+        )
         [accepted] = webhook_services.messages_accept([new])
     except db.Error:  # OperationalError, InterfaceError: no usable connection
         logger.exception("Database unavailable while accepting a message")
         return DB_UNAVAILABLE
-    return _accepted(accepted.message.id)
+    return _accepted(accepted.message_id)
 
 
 def _new_message(
     message: MessageInput,
-    recipients: dict[Webhook, list[str]],
+    recipients: dict[uuid.UUID, list[str]],
     *,
     spf_result: str = "",
     dkim_domains: list[str] | None = None,
@@ -361,10 +368,11 @@ def accept_messages(messages: Sequence[MessageInput]) -> GroupReplies:
                     recipients = _current_recipients(message)
                     needs_mail_auth = any(r.needs_mail_auth for r in message.routes.values())
                 else:
-                    recipients = _recipients(message, webhooks)
+                    found = _recipients(message, webhooks)
                     needs_mail_auth = any(
-                        _asks_mail_auth(webhook.smtp_security_policy) for webhook in recipients
+                        _asks_mail_auth(webhook.smtp_security_policy) for webhook in found
                     )
+                    recipients = _by_id(found)
                 if not recipients:
                     replies[index] = NO_RECIPIENTS_LEFT
                 elif not needs_mail_auth:  # else None: the caller runs accept_message for it
@@ -385,6 +393,6 @@ def accept_messages(messages: Sequence[MessageInput]) -> GroupReplies:
         return result
     result = GroupReplies(replies)
     for (index, _), stored in zip(ready, accepted, strict=True):
-        replies[index] = _accepted(stored.message.id)
+        replies[index] = _accepted(stored.message_id)
         result.delivery_ids.extend(stored.delivery_ids)
     return result

@@ -60,7 +60,7 @@ def accept(webhook: Webhook, raw: bytes = RAW, rcpt: str | None = None):
     return services.message_accept(
         raw=raw,
         mail_from="sender@example.net",
-        recipients={webhook: [rcpt or webhook.address]},
+        recipients={webhook.id: [rcpt or webhook.address]},
         client_ip="192.0.2.10",
         helo="mail.example.net",
         message_id_header="<abc123@example.net>",

@@ -147,12 +147,12 @@ def test_it_stores_a_large_message_byte_for_byte(alice, alice_domain) -> None:
     accepted = services.message_accept(
         raw=raw,
         mail_from="sender@example.net",
-        recipients={webhook: [webhook.address]},
+        recipients={webhook.id: [webhook.address]},
         client_ip="192.0.2.10",
         helo="mail.example.net",
         message_id_header="",
     )
-    stored = InboundMessage.objects.get(id=accepted.message.id)
+    stored = InboundMessage.objects.get(id=accepted.message_id)
     assert bytes(stored.raw) == raw
     assert stored.size == len(raw)
 
