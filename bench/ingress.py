@@ -7,9 +7,11 @@ and 32 parallel connections, each sending one 10 KB message per connection (as
 MX traffic arrives). Every message to the ingress goes to a registered webhook
 and is committed with its delivery before the 250; the worker is not running,
 so deliveries only queue. The ingress runs as `manage.py ingress` starts it (one
-process per core) and, for reference, held to one process. Then memory: the
-ingress's peak RSS over those runs, and its RSS before and after one 25 MB
-message (the bare server alongside).
+process per core) and, for reference, held to one process. A second reference
+serves Conduit's own protocol class (ingress.protocol.LeanSMTP) with the same
+discarding handler: the ingress's ratio to it is what storing costs, apart from
+what the protocol costs. Then memory: the ingress's peak RSS over those runs,
+and its RSS before and after one 25 MB message (the bare server alongside).
 """
 
 from __future__ import annotations
@@ -177,11 +179,15 @@ def main() -> None:
     with harness.terminate_cleanly(), harness.Services(bench) as services:
         bare = services.start("bare", [harness.PYTHON, "bench/bare_smtpd.py"])
         bare_port = int(bare.wait_for(r"listening on [\d.]+:(\d+)").group(1))
+        # Conduit's protocol class, discarding: what the protocol alone costs.
+        lean = services.start("lean", [harness.PYTHON, "bench/bare_smtpd.py", "--lean"])
+        lean_port = int(lean.wait_for(r"listening on [\d.]+:(\d+)").group(1))
         ingress, ingress_port = services.ingress()
         # The same ingress held to one process: what one event loop (one core) does.
         single, single_port = services.ingress("ingress-1", CONDUIT_INGRESS_PROCESSES="1")
         servers = {
             "bare": (bare_port, bare.pid),
+            "lean": (lean_port, lean.pid),
             "conduit": (ingress_port, ingress.pid),
             "conduit_1": (single_port, single.pid),
         }
@@ -213,6 +219,8 @@ def main() -> None:
             bare_rate = row["bare_msgs_per_s"]
             row["ratio"] = row["conduit_msgs_per_s"] / bare_rate if bare_rate else 0
             row["ratio_1"] = row["conduit_1_msgs_per_s"] / bare_rate if bare_rate else 0
+            lean_rate = row["lean_msgs_per_s"]
+            row["ratio_lean"] = row["conduit_msgs_per_s"] / lean_rate if lean_rate else 0
             row["errors"] = sum(r.errors for loads in runs.values() for r in loads)
             row["client_cores"] = max(r.client_cores for loads in runs.values() for r in loads)
             results.append(row)
@@ -235,8 +243,9 @@ def main() -> None:
             f"{r['ratio']:.0%}",
             "-" if r["connections"] == 1 else harness.verdict(r["ratio"] >= TARGET_RATIO),
             f"{r['conduit_1_msgs_per_s']:.1f} ({r['ratio_1']:.0%})",
-            f"{r['bare_cpu_ms_per_msg']:.1f} / {r['conduit_cpu_ms_per_msg']:.1f}"
-            f" / {r['conduit_1_cpu_ms_per_msg']:.1f}",
+            f"{r['lean_msgs_per_s']:.1f} ({r['ratio_lean']:.0%})",
+            f"{r['bare_cpu_ms_per_msg']:.1f} / {r['lean_cpu_ms_per_msg']:.1f}"
+            f" / {r['conduit_cpu_ms_per_msg']:.1f} / {r['conduit_1_cpu_ms_per_msg']:.1f}",
             f"{r['client_cores']:.2f}",
             r["errors"],
         ]
@@ -252,7 +261,8 @@ def main() -> None:
                 "ratio",
                 f">= {TARGET_RATIO:.0%}",
                 "Conduit, 1 process: msg/s (ratio)",
-                "server CPU ms/msg (bare / Conduit / 1 process)",
+                "lean protocol, discarding: msg/s (Conduit's ratio to it)",
+                "server CPU ms/msg (bare / lean / Conduit / 1 process)",
                 "client cores",
                 "errors",
             ],
@@ -330,11 +340,13 @@ def chart(bench: harness.Bench, results: list[dict]) -> None:
         return
     fig, ax = plt.subplots(figsize=(7, 4))
     xs = range(len(results))
-    width = 0.38
+    width = 0.27
     bare = [r["bare_msgs_per_s"] for r in results]
+    lean = [r["lean_msgs_per_s"] for r in results]
     conduit = [r["conduit_msgs_per_s"] for r in results]
-    ax.bar([x - width / 2 for x in xs], bare, width, label="bare aiosmtpd (discards)")
-    bars = ax.bar([x + width / 2 for x in xs], conduit, width, label="Conduit ingress (stores)")
+    ax.bar([x - width for x in xs], bare, width, label="bare aiosmtpd (discards)")
+    ax.bar(list(xs), lean, width, label="Conduit's protocol (discards)")
+    bars = ax.bar([x + width for x in xs], conduit, width, label="Conduit ingress (stores)")
     for bar, r in zip(bars, results, strict=True):
         ax.annotate(
             f"{r['ratio']:.0%}",

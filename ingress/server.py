@@ -15,22 +15,20 @@ import contextlib
 import functools
 import logging
 import os
-import re
 import signal
 import socket
 import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from email._header_value_parser import get_addr_spec, get_angle_addr
-from email.errors import HeaderParseError
 from typing import Any
 
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from django import db
 from django.conf import settings
 
-from ingress import decisions, routes, smtpdata
+from ingress import decisions, routes
+from ingress.protocol import HooksOnlyDir, LeanSMTP
 from ingress.store import GroupCommitter
 from webhooks.services import BINARY_RAW_BYTES
 
@@ -48,6 +46,9 @@ DECISION_THREADS = 32
 # RFC 5321 4.5.3.1.3 limits a path to 256 octets; the database keeps 320. A
 # longer one is refused up front: once accepted, it would fail every insert.
 MAX_ADDRESS_LENGTH = 320
+# Seconds a session may sit idle between commands (RFC 5321 4.5.3.2 asks
+# for at least five minutes).
+SESSION_TIMEOUT = 300
 # A HELO name is only informative; the database keeps this much of it.
 MAX_HELO_LENGTH = 255
 
@@ -69,77 +70,9 @@ class _PendingLogin:
     login: LoginPassword
 
 
-_HOOK_PREFIXES = ("smtp_", "auth_", "handle_")
-
-# "<" dot-atom "@" a host name ">", then optional whitespace and parameters.
-# A comment, a quoted local part, a source route, an address literal or any
-# non-ASCII character is left to the full parser.
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_PLAIN_PATH = re.compile(
-    rf"<({_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>[ \t]*([^ \t(].*)?\Z",
-    re.DOTALL,
-)
-
-
-@functools.cache
-def _hook_names(cls: type) -> tuple[str, ...]:
-    return tuple(sorted(name for name in dir(cls) if name.startswith(_HOOK_PREFIXES)))
-
-
-class _HooksOnlyDir:
-    """dir() lists only the protocol's and handler's hook methods.
-
-    aiosmtpd's SMTP constructor finds the smtp_*, auth_* and handle_* methods
-    with dir() and inspect.getmembers() of the protocol and of the handler, on
-    every connection; getmembers fetches every attribute (properties run) and
-    sorts them. That was a tenth of an ingress process's CPU. The names are a
-    class's own, so they are listed once per class.
-    """
-
-    def __dir__(self) -> list[str]:
-        return list(_hook_names(type(self)))
-
-
-class ConduitSMTP(_HooksOnlyDir, SMTP):
-    """aiosmtpd's SMTP with the checks of AUTH moved off the event loop, DATA
-    read in chunks, and enhanced status codes on the size errors."""
-
-    async def smtp_DATA(self, arg: str) -> None:
-        # aiosmtpd's own, with the body read by ingress.smtpdata rather than
-        # one awaited line at a time; the replies are aiosmtpd's. The content
-        # stays bytes, as aiosmtpd leaves it unless decode_data is set (never here).
-        if await self.check_helo_needed():
-            return
-        if await self.check_auth_needed("DATA"):
-            return
-        assert self.envelope is not None
-        if not self.envelope.rcpt_tos:
-            await self.push("503 Error: need RCPT command")
-            return
-        if arg:
-            await self.push("501 Syntax: DATA")
-            return
-        await self.push("354 End data with <CR><LF>.<CR><LF>")
-        try:
-            outcome, content = await smtpdata.read_data(
-                self._reader, size_limit=self.data_size_limit, line_limit=self.line_length_limit
-            )
-        except asyncio.CancelledError:
-            # The connection went away during DATA.
-            self._writer.close()
-            raise
-        if outcome is smtpdata.Outcome.TOO_LONG:
-            await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
-            self._set_post_data_state()
-            return
-        if outcome is smtpdata.Outcome.TOO_MUCH:
-            await self.push("552 Error: Too much mail data")
-            self._set_post_data_state()
-            return
-        self.envelope.content = self.envelope.original_content = content
-        status = await self._call_handler_hook("DATA")
-        self._set_post_data_state()
-        await self.push("250 OK" if status is MISSING else status)
+class ConduitSMTP(LeanSMTP):
+    """The lean protocol (ingress.protocol) with the checks of AUTH moved off
+    the event loop, and enhanced status codes on the size errors."""
 
     def _authenticate(self, mechanism: str, auth_data: Any) -> Any:
         # Called synchronously by the built-in PLAIN/LOGIN parsers; the actual
@@ -166,32 +99,6 @@ class ConduitSMTP(_HooksOnlyDir, SMTP):
     async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
         return await self._finish_auth(await super().auth_LOGIN(_, args))
 
-    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
-        # aiosmtpd's own, less the typing.Protocol class it defines on every
-        # call (for MAIL and every RCPT): that definition cost more CPU than
-        # parsing the address. A plain <local@domain>, as nearly every
-        # sender writes it, is read by a regular expression that gives what
-        # the email package's parser gives (tested); anything else goes to it.
-        if not arg:
-            return "", ""
-        plain = _PLAIN_PATH.match(arg)
-        if plain is not None:
-            addr, rest = plain.group(1, 2)
-            if self.local_part_limit and len(addr.rpartition("@")[0]) > self.local_part_limit:
-                return None, None
-            return addr, rest or ""
-        try:
-            if arg.lstrip().startswith("<"):
-                address, rest = get_angle_addr(arg)
-            else:
-                address, rest = get_addr_spec(arg)
-        except HeaderParseError:
-            return None, None
-        addr = address.addr_spec
-        if self.local_part_limit and len(addr.rpartition("@")[0]) > self.local_part_limit:
-            return None, None
-        return addr, rest
-
     async def push(self, status: str | bytes) -> None:
         # AUTH challenges arrive as bytes; only aiosmtpd's own size errors are rewritten.
         if isinstance(status, str) and status.startswith("552 Error"):
@@ -199,7 +106,7 @@ class ConduitSMTP(_HooksOnlyDir, SMTP):
         await super().push(status)
 
 
-class Handler(_HooksOnlyDir):
+class Handler(HooksOnlyDir):
     """aiosmtpd hooks; each one hands the real work to ingress.decisions."""
 
     def __init__(
@@ -397,7 +304,7 @@ def protocol_factory(
             hostname=hostname,
             tls_context=context,
             auth_require_tls=not settings.CONDUIT_ALLOW_INSECURE_AUTH,
-            timeout=300,
+            timeout=SESSION_TIMEOUT,
         )
 
     factory.live = live  # type: ignore[attr-defined]

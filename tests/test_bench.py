@@ -55,6 +55,7 @@ def test_it_measures_the_ingress_against_a_bare_server(tmp_path: Path) -> None:
     assert set(levels) == {1, 8, 32}
     for row in levels.values():
         assert row["bare_msgs_per_s"] > 0
+        assert row["lean_msgs_per_s"] > 0
         assert row["conduit_msgs_per_s"] > 0
         assert row["errors"] == 0
     assert result["stored_messages"] > 0

@@ -110,7 +110,7 @@ def test_its_address_parser_answers_as_aiosmtpd_does_for_generated_paths(local, 
 
 
 def test_plain_paths_skip_the_email_parser():
-    from ingress.server import _PLAIN_PATH
+    from ingress.protocol import _PLAIN_PATH
 
     for arg in ("<alice@example.net>", "<a.b+tag@mx-1.example.co.uk> SIZE=10240 BODY=8BITMIME"):
         assert _PLAIN_PATH.match(arg)

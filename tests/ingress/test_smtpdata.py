@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -217,3 +218,23 @@ def test_a_line_too_long_is_refused_and_the_session_goes_on(ingress, alice, alic
     assert [line[:3] for line in lines] == [b"250", b"250", b"250", b"354", b"500", b"250", b"221"]
     assert lines[4] == b"500 Line too long (see RFC5321 4.5.3.1.6)"
     assert not InboundMessage.objects.exists()
+
+
+def test_a_session_idle_past_the_timeout_is_closed_and_commands_extend_it(
+    start_ingress, monkeypatch
+):
+    monkeypatch.setattr("ingress.server.SESSION_TIMEOUT", 1.0)
+    ingress = start_ingress()
+
+    with socket.create_connection(("127.0.0.1", ingress.port), timeout=10) as sock:
+        started = time.monotonic()
+        assert sock.recv(1024).startswith(b"220")
+        for _ in range(10):  # 2 s of commands, each well within the timeout
+            time.sleep(0.2)
+            sock.sendall(b"NOOP\r\n")
+            assert sock.recv(1024).startswith(b"250")
+        assert time.monotonic() - started >= 2.0
+        idle = time.monotonic()
+        assert sock.recv(1024) == b""  # closed by the server
+        waited = time.monotonic() - idle
+    assert 0.8 <= waited < 5
