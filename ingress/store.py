@@ -29,7 +29,7 @@ MAX_BATCH = 64
 # Under load (a pass within LINGER_AFTER of the last), a part-filled task
 # waits up to LINGER for more deliveries; an idle ingress publishes at once.
 LINGER = 0.010
-LINGER_AFTER = 0.010
+LINGER_AFTER = 0.003
 _STOP = object()
 
 

@@ -235,7 +235,9 @@ def _insert_sql(alias: str) -> str:
     the messages, the deliveries in the main query, each a SELECT over
     ``unnest`` of one array per column that differs by row (_ROW_COLUMNS), the
     other columns one parameter each. The text is the same for any number of
-    rows, so it is built once and PostgreSQL prepares it once per connection."""
+    rows, so it is built once, and psycopg converts it once (its query cache).
+    Django turns server-side prepared statements off (for connection poolers),
+    so PostgreSQL still plans it on every execution."""
     db = connections[alias]
     quote = db.ops.quote_name
 

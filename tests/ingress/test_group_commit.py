@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from ingress import decisions
-from ingress.store import LINGER, LINGER_AFTER, GroupCommitter
+from ingress.store import GroupCommitter
 from tests.ingress.conftest import hook, make_policy
 from webhooks.delivery import TASK_BATCH
 from webhooks.models import Delivery, InboundMessage, Webhook
@@ -179,23 +179,30 @@ def _published_passes(monkeypatch) -> list[tuple[float, list]]:
 
 def test_under_load_a_part_filled_task_waits_briefly_for_more_deliveries(monkeypatch):
     # One publish costs the same for one delivery as for four: while groups
-    # arrive every few milliseconds, the enqueue thread fills its tasks.
+    # arrive close together, the enqueue thread fills its tasks. (Wide
+    # margins here, so that a slow machine cannot change the outcome.)
+    monkeypatch.setattr("ingress.store.LINGER", 2.0)
+    monkeypatch.setattr("ingress.store.LINGER_AFTER", 1.0)
     passes = _published_passes(monkeypatch)
     committer = GroupCommitter(asyncio.new_event_loop())
     try:
         committer._to_enqueue.put(["first"])  # an idle ingress publishes at once
         wait_for_passes(passes, 1)
         committer._to_enqueue.put(["busy-0"])  # soon after: it waits for more
-        time.sleep(LINGER / 5)
+        time.sleep(0.2)
+        assert len(passes) == 1
         committer._to_enqueue.put([f"busy-{n}" for n in range(1, TASK_BATCH)])
         wait_for_passes(passes, 2)
     finally:
         committer.close()
 
     assert [ids for _, ids in passes] == [["first"], [f"busy-{n}" for n in range(TASK_BATCH)]]
+    assert passes[1][0] - passes[0][0] < 1.5  # it went as soon as the task was full
 
 
 def test_an_idle_ingress_publishes_each_delivery_at_once(monkeypatch):
+    monkeypatch.setattr("ingress.store.LINGER", 5.0)
+    monkeypatch.setattr("ingress.store.LINGER_AFTER", 0.05)
     passes = _published_passes(monkeypatch)
     committer = GroupCommitter(asyncio.new_event_loop())
     try:
@@ -203,8 +210,8 @@ def test_an_idle_ingress_publishes_each_delivery_at_once(monkeypatch):
             handed = time.monotonic()
             committer._to_enqueue.put([n])
             wait_for_passes(passes, n + 1)
-            assert passes[n][0] - handed < LINGER
-            time.sleep(LINGER_AFTER * 1.5)  # idle again
+            assert passes[n][0] - handed < 2.5  # not held for the 5 s linger
+            time.sleep(0.1)  # idle again
     finally:
         committer.close()
 
