@@ -349,7 +349,7 @@ def chart(bench: harness.Bench, results: list[dict]) -> None:
     bars = ax.bar([x + width for x in xs], conduit, width, label="Conduit ingress (stores)")
     for bar, r in zip(bars, results, strict=True):
         ax.annotate(
-            f"{r['ratio']:.0%}",
+            f"{r['ratio']:.0%} of bare",
             (bar.get_x() + bar.get_width() / 2, bar.get_height()),
             ha="center",
             va="bottom",

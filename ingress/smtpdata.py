@@ -82,9 +82,10 @@ async def read_data(
             line_start = 0
         search_from = max(len(buf) - 4, 0)
     leftover = buf[end + 5 :]
-    if leftover:
+    if leftover and not reader.at_eof():
         # The read took all the reader held, and nothing arrives before the
-        # next await: these bytes go back in front, in order.
+        # next await: these bytes go back in front, in order. (After the end
+        # of the stream the session is over, and they have nowhere to go.)
         reader.feed_data(bytes(leftover))
     if outcome is not Outcome.OK:
         return outcome, b""

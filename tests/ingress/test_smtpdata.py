@@ -238,3 +238,13 @@ def test_a_session_idle_past_the_timeout_is_closed_and_commands_extend_it(
         assert sock.recv(1024) == b""  # closed by the server
         waited = time.monotonic() - idle
     assert 0.8 <= waited < 5
+
+
+def test_bytes_after_the_end_of_a_closed_stream_are_dropped_quietly():
+    async def main() -> tuple[Outcome, bytes]:
+        reader = asyncio.StreamReader(limit=LINE_LIMIT)
+        reader.feed_data(b"hi\r\n.\r\nQUIT\r\n")
+        reader.feed_eof()
+        return await read_data(reader, size_limit=None, line_limit=LINE_LIMIT)
+
+    assert asyncio.run(main()) == (Outcome.OK, b"hi\r\n")
