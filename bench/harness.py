@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -67,6 +67,23 @@ def arguments(description: str) -> argparse.Namespace:
 def _with_path(url: str, path: str) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
+
+
+# DATABASE_URL query parameters that dj-database-url hands to Django's OPTIONS
+# and libpq does not know: left out of the benchmark's own connections.
+_DJANGO_ONLY = {
+    "prepare_threshold",
+    "server_side_binding",
+    "pool",
+    "isolation_level",
+    "assume_role",
+}
+
+
+def _libpq_url(url: str) -> str:
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k not in _DJANGO_ONLY]
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
 
 
 def bench_database_url() -> str:
@@ -134,12 +151,12 @@ def prepare_database(bench: Bench) -> None:
     name = parts.path.lstrip("/")
     if not re.fullmatch(r"[A-Za-z0-9_]+", name):
         raise SystemExit(f"The benchmark database name {name!r} must be letters, digits and _")
-    admin_url = _with_path(bench.database_url, "/postgres")
+    admin_url = _libpq_url(_with_path(bench.database_url, "/postgres"))
     with psycopg.connect(admin_url, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{name}"')
-    _database_lock = psycopg.connect(bench.database_url, autocommit=True)
+    _database_lock = psycopg.connect(_libpq_url(bench.database_url), autocommit=True)
     taken = _database_lock.execute("SELECT pg_try_advisory_lock(%s)", [BENCH_LOCK_KEY]).fetchone()
     if not taken[0]:
         raise SystemExit(
@@ -152,7 +169,7 @@ def prepare_database(bench: Bench) -> None:
         env=bench.env(),
         check=True,
     )
-    with psycopg.connect(bench.database_url, autocommit=True) as conn:
+    with psycopg.connect(_libpq_url(bench.database_url), autocommit=True) as conn:
         tables = [
             row[0]
             for row in conn.execute(

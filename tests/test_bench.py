@@ -122,6 +122,13 @@ def test_it_derives_its_own_database_and_redis_db(
     assert harness.bench_redis_url() == bench_redis
 
 
+def test_its_own_connections_leave_out_what_only_django_reads() -> None:
+    from bench import harness
+
+    url = "postgres://postgres@127.0.0.1:5432/x_bench?prepare_threshold=5&sslmode=prefer"
+    assert harness._libpq_url(url) == "postgres://postgres@127.0.0.1:5432/x_bench?sslmode=prefer"
+
+
 # --- What the benchmarks led to ---------------------------------------------------
 
 
