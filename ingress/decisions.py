@@ -194,26 +194,22 @@ def _ascii_message_id(block: str) -> str:
     its machinery (a feed parser and a message object per message cost more
     than the rest of storing one). The first Message-ID field wins; tests
     compare this with the parser on generated header blocks."""
-    lines = []
+    # Each field's lines; an empty list for a line that is no field (an mbox
+    # "From " line, or one that starts with ":"), whose continuations are lost.
+    fields: list[list[str]] = []
     for line in _LINE.findall(block):
-        if not _HEADER_LINE.match(line):
+        if not _HEADER_LINE.match(line):  # the end of the headers
             break
-        lines.append(line)
-    field: list[str] = []
-    for line in lines:
         if line[0] in " \t":
-            if field:
-                field.append(line)
-            continue
-        if field:
-            if (value := _field_value(field, "message-id")) is not None:
-                return value
-            field = []
-        # An mbox "From " line is no field; neither is one that starts with ":".
-        if not line.startswith("From ") and line.find(":") > 0:
-            field = [line]
-    if field and (value := _field_value(field, "message-id")) is not None:
-        return value
+            if fields and fields[-1]:
+                fields[-1].append(line)
+        elif not line.startswith("From ") and line.find(":") > 0:
+            fields.append([line])
+        else:
+            fields.append([])
+    for source in fields:
+        if source and (value := _field_value(source, "message-id")) is not None:
+            return value
     return ""
 
 

@@ -38,6 +38,13 @@ _PLAIN_PATH = re.compile(
 )
 
 
+# aiosmtpd's own replies to a body over its limits.
+_REFUSED = {
+    smtpdata.Outcome.TOO_LONG: "500 Line too long (see RFC5321 4.5.3.1.6)",
+    smtpdata.Outcome.TOO_MUCH: "552 Error: Too much mail data",
+}
+
+
 @functools.cache
 def _hook_names(cls: type) -> tuple[str, ...]:
     return tuple(sorted(name for name in dir(cls) if name.startswith(_HOOK_PREFIXES)))
@@ -84,12 +91,8 @@ class LeanSMTP(HooksOnlyDir, SMTP):
             # The connection went away during DATA.
             self._writer.close()
             raise
-        if outcome is smtpdata.Outcome.TOO_LONG:
-            await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
-            self._set_post_data_state()
-            return
-        if outcome is smtpdata.Outcome.TOO_MUCH:
-            await self.push("552 Error: Too much mail data")
+        if outcome is not smtpdata.Outcome.OK:
+            await self.push(_REFUSED[outcome])
             self._set_post_data_state()
             return
         self.envelope.content = self.envelope.original_content = content
@@ -107,18 +110,16 @@ class LeanSMTP(HooksOnlyDir, SMTP):
             return "", ""
         plain = _PLAIN_PATH.match(arg)
         if plain is not None:
-            addr, rest = plain.group(1, 2)
-            if self.local_part_limit and len(addr.rpartition("@")[0]) > self.local_part_limit:
+            addr, rest = plain.group(1), plain.group(2) or ""
+        else:
+            try:
+                if arg.lstrip().startswith("<"):
+                    address, rest = get_angle_addr(arg)
+                else:
+                    address, rest = get_addr_spec(arg)
+            except HeaderParseError:
                 return None, None
-            return addr, rest or ""
-        try:
-            if arg.lstrip().startswith("<"):
-                address, rest = get_angle_addr(arg)
-            else:
-                address, rest = get_addr_spec(arg)
-        except HeaderParseError:
-            return None, None
-        addr = address.addr_spec
+            addr = address.addr_spec
         if self.local_part_limit and len(addr.rpartition("@")[0]) > self.local_part_limit:
             return None, None
         return addr, rest

@@ -236,8 +236,8 @@ def _insert_sql(alias: str) -> str:
     ``unnest`` of one array per column that differs by row (_ROW_COLUMNS), the
     other columns one parameter each. The text is the same for any number of
     rows, so it is built once, and psycopg converts it once (its query cache).
-    Django turns server-side prepared statements off (for connection poolers),
-    so PostgreSQL still plans it on every execution."""
+    PostgreSQL plans it on every execution unless DATABASE_URL turns prepared
+    statements on (Django leaves them off for connection poolers; README)."""
     db = connections[alias]
     quote = db.ops.quote_name
 

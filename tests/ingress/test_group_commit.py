@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import smtplib
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -169,12 +171,18 @@ def test_an_smtp_client_that_drops_during_the_commit_costs_nothing(ingress, team
     assert InboundMessage.objects.count() == 2
 
 
-def _published_passes(monkeypatch) -> list[tuple[float, list]]:
+@contextlib.contextmanager
+def _enqueuing(monkeypatch) -> Iterator[tuple[GroupCommitter, list[tuple[float, list]]]]:
+    """A committer whose enqueue thread records each pass (when, which ids)."""
     passes: list[tuple[float, list]] = []
     monkeypatch.setattr(
         "webhooks.delivery.enqueue_many", lambda ids: passes.append((time.monotonic(), list(ids)))
     )
-    return passes
+    committer = GroupCommitter(asyncio.new_event_loop())
+    try:
+        yield committer, passes
+    finally:
+        committer.close()
 
 
 def test_under_load_a_part_filled_task_waits_briefly_for_more_deliveries(monkeypatch):
@@ -183,9 +191,7 @@ def test_under_load_a_part_filled_task_waits_briefly_for_more_deliveries(monkeyp
     # margins here, so that a slow machine cannot change the outcome.)
     monkeypatch.setattr("ingress.store.LINGER", 2.0)
     monkeypatch.setattr("ingress.store.LINGER_AFTER", 1.0)
-    passes = _published_passes(monkeypatch)
-    committer = GroupCommitter(asyncio.new_event_loop())
-    try:
+    with _enqueuing(monkeypatch) as (committer, passes):
         committer._to_enqueue.put(["first"])  # an idle ingress publishes at once
         wait_for_passes(passes, 1)
         committer._to_enqueue.put(["busy-0"])  # soon after: it waits for more
@@ -193,8 +199,6 @@ def test_under_load_a_part_filled_task_waits_briefly_for_more_deliveries(monkeyp
         assert len(passes) == 1
         committer._to_enqueue.put([f"busy-{n}" for n in range(1, TASK_BATCH)])
         wait_for_passes(passes, 2)
-    finally:
-        committer.close()
 
     assert [ids for _, ids in passes] == [["first"], [f"busy-{n}" for n in range(TASK_BATCH)]]
     assert passes[1][0] - passes[0][0] < 1.5  # it went as soon as the task was full
@@ -203,17 +207,13 @@ def test_under_load_a_part_filled_task_waits_briefly_for_more_deliveries(monkeyp
 def test_an_idle_ingress_publishes_each_delivery_at_once(monkeypatch):
     monkeypatch.setattr("ingress.store.LINGER", 5.0)
     monkeypatch.setattr("ingress.store.LINGER_AFTER", 0.05)
-    passes = _published_passes(monkeypatch)
-    committer = GroupCommitter(asyncio.new_event_loop())
-    try:
+    with _enqueuing(monkeypatch) as (committer, passes):
         for n in range(3):
             handed = time.monotonic()
             committer._to_enqueue.put([n])
             wait_for_passes(passes, n + 1)
             assert passes[n][0] - handed < 2.5  # not held for the 5 s linger
             time.sleep(0.1)  # idle again
-    finally:
-        committer.close()
 
     assert [ids for _, ids in passes] == [[0], [1], [2]]
 
