@@ -14,7 +14,7 @@ from drf_spectacular.generators import SchemaGenerator
 from tests import contract_bodies as ref
 
 ROOT = Path(__file__).resolve().parents[1]
-ENDPOINTS = ROOT.parent / "shared" / "contract" / "endpoints.tsv"
+ENDPOINTS = ROOT / "docs" / "contract" / "endpoints.tsv"
 COMMITTED_SCHEMA = ROOT / "openapi.json"
 REGENERATE = (
     "SECRET_KEY=x .venv/bin/python manage.py spectacular --format openapi-json "
