@@ -20,8 +20,9 @@ from conduit.errors import Conflict, Unprocessable
 from domains.models import Domain
 from policies.models import SmtpSecurityPolicy
 from webhooks import delivery
+from webhooks.compose import build_simulated_message
 from webhooks.models import Delivery, DeliveryLog, InboundMessage, Webhook
-from webhooks.payload import AuthResults, Envelope, build_payload, build_simulated_message
+from webhooks.payload import AuthResults, Envelope, build_payload
 from webhooks.signing import generate_secret
 
 ADDRESS_TAKEN = "This address already has a webhook; choose another address."

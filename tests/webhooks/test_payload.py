@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from webhooks.payload import AuthResults, Envelope, build_payload, build_simulated_message
+from webhooks.compose import build_simulated_message
+from webhooks.payload import AuthResults, Envelope, build_payload
 
 ENVELOPE = Envelope(
     mail_from="bounce@sender.example",
