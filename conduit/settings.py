@@ -168,6 +168,18 @@ CONDUIT_MAX_RECIPIENTS = env_int("CONDUIT_MAX_RECIPIENTS", 100, minimum=1)
 CONDUIT_TLS_CERT = env_str("CONDUIT_TLS_CERT")
 CONDUIT_TLS_KEY = env_str("CONDUIT_TLS_KEY")
 CONDUIT_ALLOW_INSECURE_AUTH = env_bool("CONDUIT_ALLOW_INSECURE_AUTH", False)
+# Seconds an SMTP command waits on the database (a recipient lookup, an AUTH
+# check, storing a message with its SPF/DKIM checks) before answering 451.
+CONDUIT_INGRESS_STORE_TIMEOUT = env_float("CONDUIT_INGRESS_STORE_TIMEOUT", 20.0, minimum=0.1)
+# Failed SMTP AUTH attempts, per client address and per username, before
+# further attempts get 421 (ingress/throttling.py).
+CONDUIT_SMTP_AUTH_MAX_FAILURES_PER_IP = env_int(
+    "CONDUIT_SMTP_AUTH_MAX_FAILURES_PER_IP", 10, minimum=1
+)
+CONDUIT_SMTP_AUTH_MAX_FAILURES_PER_USERNAME = env_int(
+    "CONDUIT_SMTP_AUTH_MAX_FAILURES_PER_USERNAME", 10, minimum=1
+)
+CONDUIT_SMTP_AUTH_FAILURE_WINDOW = env_int("CONDUIT_SMTP_AUTH_FAILURE_WINDOW", 15 * 60, minimum=1)
 
 CONDUIT_ALLOW_PRIVATE_TARGETS = env_bool("CONDUIT_ALLOW_PRIVATE_TARGETS", False)
 CONDUIT_ALLOW_HTTP_TARGETS = env_bool("CONDUIT_ALLOW_HTTP_TARGETS", DEBUG)

@@ -1,6 +1,6 @@
 """What the SMTP ingress decides, as plain synchronous functions.
 
-The async handler in ingress.server calls these through sync_to_async, so that
+The async handler in ingress.server calls these in worker threads, so that
 database work and DNS lookups never block the event loop. Each returns either
 an SMTP reply line to send as-is or the data the next step needs.
 """
@@ -23,6 +23,7 @@ from django.db import transaction
 
 from conduit import dbconn
 from domains.services import dns_resolver
+from ingress import throttling
 from policies import checks, mailauth
 from policies.models import SmtpCredential, SmtpSecurityPolicy
 from webhooks import selectors as webhook_selectors
@@ -76,13 +77,84 @@ class MessageInput:
     routes_current: bool = False
 
 
+# RFC 5321 4.5.3.1.3 limits a path to 256 octets; the database keeps 320. A
+# longer one is refused up front: once accepted, it would fail every insert.
+MAX_ADDRESS_LENGTH = 320
+
+
+def envelope_address_refusal(address: str, *, smtputf8: bool, sender: bool) -> str | None:
+    """The permanent reply refusing a MAIL FROM (``sender``) or RCPT TO address, or None.
+
+    Refused here, at the command, are the addresses that could never be
+    stored or that the sender had no right to send: a NUL (no text column
+    holds one), bytes that are not UTF-8 (RFC 6531 3.3: an address is ASCII
+    or, with SMTPUTF8, UTF-8), and UTF-8 without the SMTPUTF8 parameter on
+    MAIL FROM (RFC 6531 3.5: 553 5.6.7). A syntax fault is 501 with the
+    enhanced code of a bad sender (5.1.7) or recipient (5.1.3) address
+    (RFC 3463). Accepted, they would get 250 here and 451 at DATA, and the
+    sender would retry for days what can never be stored.
+
+    The common case costs two scans of a short ASCII string.
+    """
+    which, status = ("Sender", "5.1.7") if sender else ("Recipient", "5.1.3")
+    if not address.isascii():
+        if not _is_utf8(address):
+            return f"501 {status} {which} address is not valid UTF-8"
+        if not smtputf8:
+            return (
+                f"553 5.6.7 {which} address is not ASCII; send MAIL FROM with the SMTPUTF8 "
+                "parameter to use a UTF-8 address"
+            )
+    if "\x00" in address:
+        return f"501 {status} {which} address contains a NUL character"
+    if len(address) > MAX_ADDRESS_LENGTH:
+        return f"553 {status} {which} address longer than {MAX_ADDRESS_LENGTH} characters"
+    return None
+
+
+def helo_refusal(name: str) -> str | None:
+    """The reply refusing a HELO/EHLO name that could never be stored, or None.
+
+    The name is only informative, and kept with each message: one with a NUL
+    or with bytes that are not UTF-8 would make every message of the session
+    fail to store, so the session must greet again with a usable name.
+    """
+    if "\x00" in name or not (name.isascii() or _is_utf8(name)):
+        return "501 5.5.4 HELO/EHLO name must be ASCII or UTF-8 text without NUL characters"
+    return None
+
+
+def _is_utf8(text: str) -> bool:
+    # aiosmtpd decodes a command's argument as UTF-8 with surrogateescape:
+    # bytes that were not UTF-8 became lone surrogates, which do not encode.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _read(func: Callable[[], T]) -> T:
     """A read-only lookup on a usable connection (conduit.dbconn)."""
     return dbconn.read_reconnecting(func, checked=dbconn.refresh_if_idle())
 
 
-def authenticate(*, username: str, password: str) -> Identity | None:
-    """The policies whose credentials match, or None (then the client gets 535)."""
+def authenticate(*, username: str, password: str, client_ip: str) -> Identity | None:
+    """The policies whose credentials match, or None (then the client gets 535).
+
+    Raises throttling.TooManyFailures, without checking, once this client or
+    this username has failed too often (ingress.throttling).
+    """
+    throttling.ensure_allowed(username=username, ip=client_ip)
+    identity = _check_credentials(username=username, password=password)
+    if identity is None:
+        throttling.record_failure(username=username, ip=client_ip)
+    else:
+        throttling.record_success(username=username, ip=client_ip)
+    return identity
+
+
+def _check_credentials(*, username: str, password: str) -> Identity | None:
     candidates = _read(
         lambda: list(
             SmtpCredential.objects.filter(username__iexact=username).values_list(
@@ -150,14 +222,6 @@ def judge_recipient(
         needs_mail_auth=facts.needs_mail_auth,
     )
     return None, route
-
-
-def check_recipient(
-    *, address: str, client_ip: str, identity: Identity | None
-) -> tuple[str | None, Route | None]:
-    """(reply, None) to refuse the recipient, or (None, route) to accept it."""
-    facts = recipient_facts(address)
-    return judge_recipient(address=address, facts=facts, client_ip=client_ip, identity=identity)
 
 
 def _header_block(raw: bytes) -> bytes:
@@ -382,10 +446,9 @@ def accept_messages(messages: Sequence[MessageInput]) -> GroupReplies:
     One reply per message, in order: 250 once the transaction that holds it
     committed, a refusal, or None for a message that must go through
     accept_message on its own because a policy now asks for SPF or DKIM (DNS
-    lookups have no place inside a shared transaction). A database error
-    fails the whole group with 451; one caused by a message's data (not by the
-    connection) is retried message by message, so one bad message never
-    holds up the others.
+    lookups have no place inside a shared transaction). When storing the
+    group fails, for any reason, its messages are stored one by one, so one
+    bad message never holds up the others; one that fails alone gets 451.
     """
     replies: list[str | None] = [None] * len(messages)
     current = all(message.routes_current for message in messages)
@@ -418,13 +481,17 @@ def accept_messages(messages: Sequence[MessageInput]) -> GroupReplies:
                 elif not needs_mail_auth:  # else None: the caller runs accept_message for it
                     ready.append((index, _new_message(message, recipients)))
             accepted = webhook_services.messages_accept([new for _, new in ready], enqueue=False)
-    except (db.OperationalError, db.InterfaceError):  # no usable connection
-        logger.exception("Database unavailable while accepting %d messages", len(messages))
-        return GroupReplies([DB_UNAVAILABLE] * len(messages))
-    except db.Error:
+    except Exception:
+        # Whatever failed (the connection, or one message's data: a value the
+        # database refuses, one the driver cannot encode), the group is tried
+        # again one message at a time, so that only the message at fault
+        # fails. If the database is gone, each of them fails on its own, fast.
         if len(messages) == 1:
-            logger.exception("The database refused a message")
+            logger.exception("Could not store a message")
             return GroupReplies([DB_UNAVAILABLE])
+        logger.warning(
+            "Could not store %d messages together; storing each alone", len(messages), exc_info=True
+        )
         result = GroupReplies([])
         for message in messages:
             alone = accept_messages([message])

@@ -27,7 +27,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from django import db
 from django.conf import settings
 
-from ingress import decisions, routes
+from ingress import decisions, routes, throttling
 from ingress.protocol import HooksOnlyDir, LeanSMTP
 from ingress.store import GroupCommitter
 from webhooks.services import BINARY_RAW_BYTES
@@ -43,9 +43,6 @@ SHUTTING_DOWN = b"421 4.3.2 Service shutting down; please try again later\r\n"
 # seconds, so this is well above the default pool's cpu_count + 4; each thread
 # keeps at most one database connection.
 DECISION_THREADS = 32
-# RFC 5321 4.5.3.1.3 limits a path to 256 octets; the database keeps 320. A
-# longer one is refused up front: once accepted, it would fail every insert.
-MAX_ADDRESS_LENGTH = 320
 # Seconds a session may sit idle between commands (RFC 5321 4.5.3.2 asks
 # for at least five minutes).
 SESSION_TIMEOUT = 300
@@ -53,10 +50,14 @@ SESSION_TIMEOUT = 300
 MAX_HELO_LENGTH = 255
 
 
-async def _off_loop(func: Any, /, **kwargs: Any) -> Any:
+async def _off_loop(func: Any, /, *, timeout: float, **kwargs: Any) -> Any:
     # Sessions run their database and DNS work in parallel threads (the loop's
-    # default executor, which serve() sizes).
-    return await asyncio.get_running_loop().run_in_executor(None, functools.partial(func, **kwargs))
+    # default executor, which serve() sizes). A database that stops answering
+    # holds a thread until the connection fails (minutes, for a black hole),
+    # but never the session beyond ``timeout``: TimeoutError, then 451.
+    call = asyncio.get_running_loop().run_in_executor(None, functools.partial(func, **kwargs))
+    async with asyncio.timeout(timeout):
+        return await call
 
 
 @dataclass
@@ -86,8 +87,20 @@ class ConduitSMTP(LeanSMTP):
         username = login.login.decode("utf-8", "replace")
         password = login.password.decode("utf-8", "replace")
         try:
-            identity = await _off_loop(decisions.authenticate, username=username, password=password)
-        except db.Error:  # OperationalError, InterfaceError: no usable connection
+            identity = await _off_loop(
+                decisions.authenticate,
+                timeout=self.event_handler.store_timeout,
+                username=username,
+                password=password,
+                client_ip=_client_ip(self.session),
+            )
+        except throttling.TooManyFailures as refused:
+            # 421 and the end of the session (RFC 5321 3.8): a guesser must
+            # reconnect for every further try.
+            await self.push(refused.reply)
+            self.transport.close()
+            return AuthResult(success=False, handled=True)
+        except (db.Error, TimeoutError):  # no usable connection, or no answer in time
             return AuthResult(success=False, handled=False, message=decisions.DB_UNAVAILABLE)
         if identity is None:
             return AuthResult(success=False, handled=False)
@@ -115,8 +128,10 @@ class Handler(HooksOnlyDir):
         max_recipients: int,
         route_cache: routes.RouteCache | None = None,
         committer: GroupCommitter | None = None,
+        store_timeout: float = 20.0,
     ) -> None:
         self.max_recipients = max_recipients
+        self.store_timeout = store_timeout
         # Never live unless serve() connects a listener: every lookup a miss.
         self.routes = route_cache if route_cache is not None else routes.RouteCache()
         self.committer = committer
@@ -126,6 +141,31 @@ class Handler(HooksOnlyDir):
         logger.error("Unexpected error in an SMTP session", exc_info=error)
         return LOCAL_ERROR
 
+    async def handle_HELO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str
+    ) -> str:
+        refusal = decisions.helo_refusal(hostname)
+        if refusal is not None:
+            return refusal
+        session.host_name = hostname
+        return f"250 {server.hostname}"
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        refusal = decisions.helo_refusal(hostname)
+        if refusal is not None:
+            return [refusal]
+        session.host_name = hostname
+        # aiosmtpd answers pipelined commands in order (RFC 2920), so say so:
+        # a sender may then send MAIL, RCPT and DATA without waiting.
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
     async def handle_MAIL(
         self,
         server: SMTP,
@@ -134,8 +174,11 @@ class Handler(HooksOnlyDir):
         address: str,
         mail_options: list[str],
     ) -> str:
-        if len(address) > MAX_ADDRESS_LENGTH:
-            return f"553 5.1.7 Sender address longer than {MAX_ADDRESS_LENGTH} characters"
+        refusal = decisions.envelope_address_refusal(
+            address, smtputf8=envelope.smtp_utf8, sender=True
+        )
+        if refusal is not None:
+            return refusal
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
@@ -151,20 +194,29 @@ class Handler(HooksOnlyDir):
         log = _session_log(session)
         if len(envelope.rcpt_tos) >= self.max_recipients:
             return f"452 4.5.3 Too many recipients (at most {self.max_recipients} per message)"
-        if len(address) > MAX_ADDRESS_LENGTH:
-            return f"553 5.1.3 Recipient address longer than {MAX_ADDRESS_LENGTH} characters"
+        refusal = decisions.envelope_address_refusal(
+            address, smtputf8=envelope.smtp_utf8, sender=False
+        )
+        if refusal is not None:
+            log.refused.append(refusal[:3])
+            return refusal
         identity = session.auth_data if session.authenticated else None
         try:
             generation = self.routes.generation
             hit, facts = self.routes.get(address)
             if not hit:
-                facts = await _off_loop(decisions.recipient_facts, address=address)
+                facts = await _off_loop(
+                    decisions.recipient_facts, timeout=self.store_timeout, address=address
+                )
                 self.routes.put(address, facts, generation=generation)
             reply, route = decisions.judge_recipient(
                 address=address, facts=facts, client_ip=_client_ip(session), identity=identity
             )
         except db.Error:  # OperationalError, InterfaceError: no usable connection
             logger.exception("Database unavailable while checking a recipient")
+            return decisions.DB_UNAVAILABLE
+        except TimeoutError:
+            logger.error("No answer from the database in %s s to a lookup", self.store_timeout)
             return decisions.DB_UNAVAILABLE
         except Exception:
             logger.exception("Unexpected error while checking a recipient")
@@ -196,7 +248,13 @@ class Handler(HooksOnlyDir):
             and envelope.__dict__.get("conduit_generation") == self.routes.generation,
         )
         try:
-            reply = await self._accept(message)
+            async with asyncio.timeout(self.store_timeout):
+                reply = await self._accept(message)
+        except TimeoutError:
+            # The message may still be stored once the database answers; the
+            # sender, told 451, sends it again: a duplicate, never a loss.
+            logger.error("No answer from the database in %s s to storing", self.store_timeout)
+            reply = decisions.DB_UNAVAILABLE
         except Exception:
             # Answered here, not in handle_exception, so the envelope is reset as
             # after any other DATA reply and the sender can try the next message.
@@ -218,7 +276,9 @@ class Handler(HooksOnlyDir):
         if not alone:
             reply = await self.committer.store(message)
         if reply is None:  # SPF/DKIM to check, or too big to share a transaction
-            reply = await _off_loop(decisions.accept_message, message=message)
+            reply = await _off_loop(
+                decisions.accept_message, timeout=self.store_timeout, message=message
+            )
         return reply
 
 
@@ -284,7 +344,10 @@ def protocol_factory(
     committer: GroupCommitter | None = None,
 ) -> Any:
     handler = Handler(
-        max_recipients=settings.CONDUIT_MAX_RECIPIENTS, route_cache=route_cache, committer=committer
+        max_recipients=settings.CONDUIT_MAX_RECIPIENTS,
+        route_cache=route_cache,
+        committer=committer,
+        store_timeout=settings.CONDUIT_INGRESS_STORE_TIMEOUT,
     )
     context = tls_context()
     # Once, not per connection as aiosmtpd would: getfqdn() may wait on DNS.
@@ -334,7 +397,9 @@ async def serve(
     )
     cache = route_cache if route_cache is not None else routes.RouteCache()
     listener = None
-    params = await _off_loop(routes.listener_connection_params)
+    params = await _off_loop(
+        routes.listener_connection_params, timeout=settings.CONDUIT_INGRESS_STORE_TIMEOUT
+    )
     if params is not None:
         listener = asyncio.create_task(routes.listen(cache, params), name="route-listener")
     committer = GroupCommitter(loop)
@@ -368,7 +433,7 @@ async def serve(
             protocol.transport.close()
     for server in servers:
         await server.wait_closed()
-    await _off_loop(committer.close)
+    await loop.run_in_executor(None, committer.close)
     if listener is not None:
         listener.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
+import socket
 import ssl
 import subprocess
 import threading
@@ -184,6 +185,24 @@ def make_policy(account: Account, *, credentials: str = "", **fields) -> SmtpSec
     )
 
 
+# The credentials of protected_webhook's policy.
+USER, PASSWORD = "mailer", "correct horse battery"
+
+
+@pytest.fixture
+def protected_webhook(alice, alice_domain, httpserver, delivery_settings) -> Webhook:
+    """team@alice.example, behind a policy that requires SMTP AUTH as USER."""
+    policy = make_policy(alice, require_smtp_auth=True, credentials=f"{USER}:{PASSWORD}")
+    httpserver.expect_request("/team").respond_with_data("ok")
+    return hook(
+        alice,
+        alice_domain,
+        httpserver.url_for("/team"),
+        "team@alice.example",
+        smtp_security_policy=policy,
+    )
+
+
 def hook(account: Account, domain: Domain, url: str, address: str, **fields: object) -> Webhook:
     return make_webhook(account, domain, url, address=address, **fields)
 
@@ -276,3 +295,45 @@ def db_proxy(transactional_db) -> Iterator[TcpProxy]:
     proxy = TcpProxy(target=(db["HOST"] or "127.0.0.1", int(db["PORT"] or 5432)))
     yield proxy
     proxy.close()
+
+
+class RawSession:
+    """An SMTP session over a plain socket, for bytes smtplib would not send
+    (8-bit commands, NUL): one command in, its whole reply out."""
+
+    def __init__(self, port: int, *, source: str = "127.0.0.1") -> None:
+        self.sock = socket.create_connection(
+            ("127.0.0.1", port), timeout=20, source_address=(source, 0)
+        )
+        self.buffer = b""
+        self.greeting = self.reply()
+
+    def reply(self) -> bytes:
+        """The next reply, all its lines, CRLFs between them; b"" once the server closed."""
+        lines = []
+        while True:
+            while b"\r\n" not in self.buffer:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return b"\r\n".join(lines)
+                self.buffer += chunk
+            line, self.buffer = self.buffer.split(b"\r\n", 1)
+            lines.append(line)
+            if line[3:4] != b"-":
+                return b"\r\n".join(lines)
+
+    def send(self, command: bytes) -> bytes:
+        self.sock.sendall(command + b"\r\n")
+        return self.reply()
+
+    def closed_by_server(self) -> bool:
+        return self.sock.recv(1) == b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> RawSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

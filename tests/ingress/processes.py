@@ -240,10 +240,12 @@ class PrivateRedis:
 
 
 class TcpProxy:
-    """A TCP relay that the test can cut (every connection closed, new ones reset) and restore.
+    """A TCP relay that the test can cut (every connection closed, new ones reset),
+    hold (a black hole: connections stay open, nothing gets through) and restore.
 
     Put between a service and PostgreSQL, it makes "the database became
-    unreachable" happen at a chosen moment without touching the shared server.
+    unreachable" or "the database stopped answering" happen at a chosen moment
+    without touching the shared server.
     """
 
     def __init__(self, *, target: tuple[str, int]) -> None:
@@ -255,6 +257,8 @@ class TcpProxy:
         self._up = True
         self._closed = False
         self._cut_on: bytes | None = None
+        self._flowing = threading.Event()
+        self._flowing.set()
         threading.Thread(target=self._accept_loop, name="TcpProxy", daemon=True).start()
 
     def cut(self) -> None:
@@ -269,14 +273,22 @@ class TcpProxy:
         the database goes away at an exact point, e.g. in the middle of a transaction."""
         self._cut_on = pattern
 
+    def hold(self) -> None:
+        """Stop passing bytes on, in both directions, and keep every connection
+        open: the client waits on an answer that does not come. What was held
+        goes through, in order, on restore()."""
+        self._flowing.clear()
+
     def restore(self) -> None:
         with self._lock:
             self._up = True
             self._cut_on = None
+        self._flowing.set()
 
     def close(self) -> None:
         self._closed = True
         self.cut()
+        self._flowing.set()
         self._listener.close()
 
     def _accept_loop(self) -> None:
@@ -311,6 +323,7 @@ class TcpProxy:
                 if from_client and self._cut_on is not None and self._cut_on in data:
                     self.cut()
                     return
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass

@@ -6,13 +6,12 @@ import smtplib
 
 import pytest
 
-from tests.ingress.conftest import hook, make_policy
+from tests.ingress.conftest import PASSWORD, USER, hook, make_policy
 from tests.webhooks.test_delivery import wait_for
 from webhooks.models import Delivery, InboundMessage
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-USER, PASSWORD = "mailer", "correct horse battery"
 MESSAGE = (
     b"From: App <app@sender.example>\r\n"
     b"To: team@alice.example\r\n"
@@ -20,19 +19,6 @@ MESSAGE = (
     b"\r\n"
     b"Sent with SMTP AUTH.\r\n"
 )
-
-
-@pytest.fixture
-def protected_webhook(alice, alice_domain, httpserver, delivery_settings):
-    policy = make_policy(alice, require_smtp_auth=True, credentials=f"{USER}:{PASSWORD}")
-    httpserver.expect_request("/team").respond_with_data("ok")
-    return hook(
-        alice,
-        alice_domain,
-        httpserver.url_for("/team"),
-        "team@alice.example",
-        smtp_security_policy=policy,
-    )
 
 
 def test_it_offers_auth_only_after_starttls(tls_ingress, tls_client_context):

@@ -179,3 +179,40 @@ def test_it_writes_nothing_when_the_database_goes_away_in_the_middle_of_acceptin
     # Enqueued once committed, just after the 250.
     wait_for(lambda: queued_tasks(stack) == 1)
     assert queued_tasks(stack) == 1
+
+
+def test_it_gives_up_on_a_database_that_stops_answering_with_451(stack, db_proxy, team_webhook):
+    # A black hole, not a cut: the connections stay open and nothing comes
+    # back. The ingress waits CONDUIT_INGRESS_STORE_TIMEOUT, not the minutes
+    # TCP would take to give up.
+    ingress = stack.ingress(
+        DATABASE_URL=service_database_url(port=db_proxy.port), CONDUIT_INGRESS_STORE_TIMEOUT="1"
+    )
+    port = stack.ingress_port(ingress)
+
+    with smtp_to(port) as smtp:
+        smtp.ehlo()
+        smtp.mail("sender@sender.example")
+        rcpt_code, _ = smtp.rcpt("team@alice.example")
+        db_proxy.hold()
+        code, text = smtp.data(MESSAGE)
+        # A recipient never looked up before needs the database too.
+        smtp.mail("sender@sender.example")
+        lookup_code, lookup_text = smtp.rcpt("ops@alice.example")
+
+    assert rcpt_code == 250, ingress.output()
+    assert (code, text) == (
+        451,
+        b"4.3.0 Temporary failure storing the message; please try again later",
+    ), ingress.output()
+    assert (lookup_code, lookup_text[:6]) == (451, b"4.3.0 "), ingress.output()
+    ingress.wait_for_output("No answer from the database in 1.0 s to storing")
+
+    # Once the database answers again, so does the ingress. The held message
+    # is stored too when its statement gets through: the sender, told 451,
+    # may send it again (a duplicate, never a loss).
+    db_proxy.restore()
+    with smtp_to(port) as smtp:
+        refused = smtp.sendmail("sender@sender.example", ["team@alice.example"], MESSAGE)
+    assert refused == {}, ingress.output()
+    wait_for(lambda: InboundMessage.objects.count() == 2)

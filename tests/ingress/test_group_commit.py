@@ -61,6 +61,61 @@ def test_one_message_the_database_refuses_does_not_fail_the_others(team):
     assert InboundMessage.objects.count() == 2
 
 
+@pytest.mark.parametrize("current", [True, False], ids=["one-statement", "in-a-transaction"])
+def test_one_message_the_driver_cannot_encode_does_not_fail_the_others(team, current):
+    # Not a database error at all: a lone surrogate (a byte that was not UTF-8)
+    # fails while the statement is built. Whatever the error, the group is
+    # retried one by one and only that message fails.
+    bad = message(team, 1, mail_from="j\udcf6ran@sender.example", routes_current=current)
+    group = [
+        message(team, 0, routes_current=current),
+        bad,
+        message(team, 2, routes_current=current),
+    ]
+
+    result = decisions.accept_messages(group)
+
+    assert result.replies[0].startswith("250") and result.replies[2].startswith("250")
+    assert result.replies[1] == decisions.DB_UNAVAILABLE
+    assert InboundMessage.objects.count() == 2
+    assert sorted(result.delivery_ids) == sorted(Delivery.objects.values_list("id", flat=True))
+
+
+def test_poison_alongside_legitimate_load_refuses_no_legitimate_message(ingress, team):
+    # Poison that passes every check of the envelope and reaches storage: a
+    # Message-ID with a NUL, which no text column holds. Four poisoning
+    # sessions beside sixteen legitimate ones, all sending at once, so that
+    # groups mix the two.
+    legitimate, poison = 16, 4
+    per_session = 6
+    start = threading.Barrier(legitimate + poison)
+
+    def send(n: int) -> list[tuple[bool, int, bytes]]:
+        bad = n < poison
+        sent = []
+        with ingress.smtp() as smtp:
+            smtp.ehlo()
+            start.wait(20)
+            for k in range(per_session):
+                message_id = f"<{n}.{k}\x00@poison.example>" if bad else f"<{n}.{k}@sender.example>"
+                smtp.mail("sender@sender.example")
+                smtp.rcpt("team@alice.example")
+                code, text = smtp.data(f"Message-ID: {message_id}\r\nSubject: {n}\r\n\r\nHi\r\n")
+                sent.append((bad, code, text))
+        return sent
+
+    with ThreadPoolExecutor(legitimate + poison) as pool:
+        outcomes = [o for session in pool.map(send, range(legitimate + poison)) for o in session]
+
+    good = [(code, text) for bad, code, text in outcomes if not bad]
+    refused = [(code, text) for code, text in good if code != 250]
+    assert refused == []
+    assert len(good) == legitimate * per_session
+    assert {code for bad, code, _ in outcomes if bad} == {451}
+    assert InboundMessage.objects.count() == legitimate * per_session
+    assert not InboundMessage.objects.filter(message_id_header__contains="poison").exists()
+
+
 def test_it_reads_the_webhooks_again_unless_the_routes_are_known_current(team):
     Webhook.objects.filter(id=team.id).update(active=False)
 
