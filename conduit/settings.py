@@ -359,5 +359,10 @@ LOGGING = {
         # per session itself (conduit.ingress). CONDUIT_SMTP_TRACE=true brings
         # the protocol trace back for debugging.
         "mail.log": {"level": "INFO" if env_bool("CONDUIT_SMTP_TRACE", False) else "WARNING"},
+        # requests-hardened logs the address a refused webhook host resolved to,
+        # and urllib3 (at DEBUG) the pinned address of every connection; error
+        # messages and logs must not tell what an internal name points at.
+        "requests_hardened": {"level": "ERROR"},
+        "urllib3": {"level": "WARNING"},
     },
 }

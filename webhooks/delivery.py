@@ -75,7 +75,7 @@ def message_payload(*, message: InboundMessage, rcpt_to: list[str], simulated: b
     return build_payload(bytes(message.raw), envelope=envelope, auth=auth, simulated=simulated)
 
 
-def _not_sent(error: str, *, kind: str) -> SendResult:
+def _not_sent(error: str, *, kind: outbound.ErrorKind) -> SendResult:
     """An attempt that ended before any request was made."""
     failed = outbound.AttemptResult(
         http_status=None,
@@ -96,7 +96,8 @@ def send(*, webhook: Webhook, payload: dict, webhook_message_id: str) -> SendRes
             template=webhook.payload_template or None, payload=payload
         )
     except TemplateRenderProblem as exc:
-        return _not_sent(f"The payload template failed to render: {exc}", kind="template")
+        message = f"The payload template failed to render: {exc}"
+        return _not_sent(message, kind=outbound.ErrorKind.TEMPLATE)
     headers = dict(webhook.custom_headers or {})
     headers.update(
         signature_headers(
@@ -115,6 +116,7 @@ def send(*, webhook: Webhook, payload: dict, webhook_message_id: str) -> SendRes
         total_timeout=settings.CONDUIT_DELIVERY_TIMEOUT,
         allow_private=settings.CONDUIT_ALLOW_PRIVATE_TARGETS,
         max_body_bytes=settings.CONDUIT_DELIVERY_MAX_RESPONSE_BYTES,
+        name_private_setting=settings.DEBUG,
     )
     return SendResult(attempt=result, attempted_at=attempted_at)
 
@@ -326,7 +328,7 @@ def _record(*, delivery: Delivery, sent: SendResult) -> None:
     result = sent.attempt
     attempts = delivery.attempts + 1
     outcome = retry.classify(http_status=result.http_status, error_kind=result.error_kind)
-    if result.error_kind == "template":
+    if result.error_kind == outbound.ErrorKind.TEMPLATE:
         outcome = "final"
     now = timezone.now()
     update: dict = {"attempts": attempts, "leased_until": None, "last_error": result.error or ""}
@@ -338,7 +340,7 @@ def _record(*, delivery: Delivery, sent: SendResult) -> None:
         delay = retry.next_delay(
             attempts_made=attempts,
             retry_after=retry_after,
-            slow_down=result.error_kind == "timeout" or result.http_status == 429,
+            slow_down=result.error_kind == outbound.ErrorKind.TIMEOUT or result.http_status == 429,
         )
         if delay is None:
             update.update(status=Delivery.Status.FAILED, next_attempt_at=None)

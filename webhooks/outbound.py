@@ -8,10 +8,13 @@ Built on ``requests`` + ``requests-hardened``:
   possible.  Its filter covers ``is_private`` (loopback, RFC 1918, link-local incl.
   169.254.169.254, unspecified, 240/4, documentation ranges, ULA, ...), multicast,
   100.64/10, NAT64, 6to4 and unwraps IPv4-mapped IPv6.  We add, on the already-pinned
-  address, what it lets through: IPv6 reserved space (e.g. IPv4-compatible
-  ``::127.0.0.1``), deprecated site-local ``fec0::/10`` and anything else Python does
-  not consider globally routable.  IP-literal URLs are checked before any socket is
+  address, what it lets through (``webhooks.targets.is_forbidden_ip``, the rule the
+  API also applies on write): IPv6 reserved space (e.g. IPv4-compatible
+  ``::127.0.0.1``), deprecated site-local ``fec0::/10`` and anything else Python
+  does not consider globally routable.  IP-literal URLs are checked before any socket is
   opened, so e.g. ``http://10.0.0.1/`` is refused without a connection attempt.
+  Refusals and other errors never contain the address a name resolved to (that
+  would tell any user what an internal name points at).
 * Redirects are never followed (a 3xx is returned as-is; following it would let a
   public URL bounce us to an internal one).
 * ``total_timeout`` bounds the whole attempt: socket timeouts cover a silent peer, and
@@ -27,16 +30,19 @@ Built on ``requests`` + ``requests-hardened``:
 from __future__ import annotations
 
 import contextlib
+import enum
 import heapq
 import http.cookiejar
 import ipaddress
 import itertools
 import logging
 import os
+import re
 import socket
 import ssl
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +58,8 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ReadTimeoutError
 from urllib3.util import Timeout
 
+from webhooks.targets import is_forbidden_ip, private_target_hint
+
 logger = logging.getLogger(__name__)
 
 USER_AGENT = "Conduit-Webhooks/1.0"
@@ -62,6 +70,16 @@ _POOL_MAXSIZE = 32
 _CHUNK = 8192
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class ErrorKind(enum.StrEnum):
+    """Why an attempt got no usable answer; the values are what logs and code compare."""
+
+    CONNECT = "connect"  # DNS, refused, reset, TLS: retried
+    TIMEOUT = "timeout"  # retried, at least 60 s later
+    SSRF = "ssrf"  # the target is not a public address: final
+    OTHER = "other"  # a malformed URL or header, anything unexpected: retried
+    TEMPLATE = "template"  # the payload template could not be rendered: final, never sent
 
 
 @dataclass(frozen=True)
@@ -77,33 +95,13 @@ class AttemptResult:
     http_status: int | None
     duration_ms: int
     error: str | None
-    error_kind: str | None  # "connect" | "timeout" | "ssrf" | "other" | None
+    error_kind: ErrorKind | None
     response_body: str  # at most max_body_bytes of the body, UTF-8 with replacement
     retry_after: str | None  # raw Retry-After header, see retry.parse_retry_after
 
 
 # --- SSRF guard -------------------------------------------------------------------
-
-_SHARED_ADDRESS_SPACE = ipaddress.ip_network("100.64.0.0/10")
-
-
-def is_forbidden_ip(ip: IPAddress) -> bool:
-    """True when ``ip`` is not a public unicast address we may deliver to."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return is_forbidden_ip(ip.ipv4_mapped)
-        if ip.is_site_local:
-            return True
-    return (
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-        or not ip.is_global
-        or ip in _SHARED_ADDRESS_SPACE
-    )
+# The address rule itself lives in webhooks.targets (shared with write-time checks).
 
 
 def _literal_ip(host: str | None) -> IPAddress | None:
@@ -365,12 +363,28 @@ def _target(url: str) -> tuple[str, str]:
     return host, f"{shown}:{port}"
 
 
-def _blocked(ip: object, host: str) -> str:
-    via = "" if str(ip) == host else f" ({host})"
-    return (
-        f"Blocked: target resolves to a private address {ip}{via}; "
-        "webhook URLs must point to a public internet address"
+def _blocked(host: str, *, literal: bool, name_setting: bool) -> str:
+    """The SSRF refusal. It names the host as written, never the address a name
+    resolved to: the message must not tell a user what an internal name points at."""
+    shown = f"[{host}]" if ":" in host else host
+    what = "is not" if literal else "does not resolve to"
+    return f"Blocked: {shown} {what} a public internet address; " + private_target_hint(
+        name_setting=name_setting
     )
+
+
+# IPv4 dotted quads and anything that looks like an IPv6 address (urllib3's
+# messages name the pinned address of the connection pool).
+_ADDRESS = re.compile(
+    r"(?<![\w.:])(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9a-fA-F]{0,4}(?::[0-9a-fA-F]{0,4}){2,7}"
+    r"(?:\d{1,3}(?:\.\d{1,3}){3})?)(?![\w.:])"
+)
+
+
+def _without_addresses(text: str, host: str) -> str:
+    """``text`` with every IP address replaced by the URL's host: exception messages
+    from the pinned connection name the resolved address, which users must not see."""
+    return _ADDRESS.sub(lambda m: m.group(0) if m.group(0) == host else host, text)
 
 
 def _tls_reason(exc: BaseException) -> str:
@@ -384,41 +398,52 @@ def _tls_reason(exc: BaseException) -> str:
 
 
 def _describe_send_error(
-    exc: BaseException, *, url: str, connect_timeout: float, total_timeout: float
-) -> tuple[str, str]:
+    exc: BaseException,
+    *,
+    url: str,
+    connect_timeout: float,
+    total_timeout: float,
+    name_setting: bool,
+) -> tuple[str, ErrorKind]:
     """Turn a failure before any response into (message, error_kind)."""
     host, where = _target(url)
     if isinstance(exc, InvalidIPAddress):
-        return _blocked(exc.args[0] if exc.args else "?", host), "ssrf"
+        literal = _literal_ip(host) is not None
+        return _blocked(host, literal=literal, name_setting=name_setting), ErrorKind.SSRF
     if isinstance(exc, requests.ConnectTimeout):
-        return f"Timed out after {connect_timeout} s connecting to {where}", "timeout"
+        return f"Timed out after {connect_timeout} s connecting to {where}", ErrorKind.TIMEOUT
     if isinstance(exc, requests.Timeout) or _find(exc, ReadTimeoutError):
-        return f"Timed out after {total_timeout} s waiting for the target", "timeout"
+        return f"Timed out after {total_timeout} s waiting for the target", ErrorKind.TIMEOUT
     if isinstance(exc, requests.exceptions.SSLError):
-        return f"TLS handshake with {where} failed: {_tls_reason(exc)}", "connect"
+        reason = _without_addresses(_tls_reason(exc), host)
+        return f"TLS handshake with {where} failed: {reason}", ErrorKind.CONNECT
     if isinstance(exc, requests.ConnectionError):
         if _find(exc, socket.gaierror):
-            return f"Could not resolve host {host}", "connect"
+            return f"Could not resolve host {host}", ErrorKind.CONNECT
         if _find(exc, ConnectionRefusedError):
-            return f"Connection refused by {where}", "connect"
+            return f"Connection refused by {where}", ErrorKind.CONNECT
         if _find(exc, ConnectionResetError):
-            return f"Connection reset by {where}", "connect"
+            return f"Connection reset by {where}", ErrorKind.CONNECT
         if _find(exc, socket.timeout):
-            return f"Timed out after {total_timeout} s waiting for the target", "timeout"
+            return f"Timed out after {total_timeout} s waiting for the target", ErrorKind.TIMEOUT
         strerror = next(
             (e.strerror for e in _causes(exc) if isinstance(e, OSError) and e.strerror), None
         )
         if strerror:
-            return f"Could not connect to {where}: {strerror}", "connect"
-        return f"{where} closed the connection without a valid HTTP response", "connect"
+            return f"Could not connect to {where}: {strerror}", ErrorKind.CONNECT
+        return f"{where} closed the connection without a valid HTTP response", ErrorKind.CONNECT
     if isinstance(exc, requests.exceptions.InvalidSchema):
-        return f"Unsupported URL {url!r}: only http:// and https:// are allowed", "other"
+        return f"Unsupported URL {url!r}: only http:// and https:// are allowed", ErrorKind.OTHER
     if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.MissingSchema):
-        return f"Invalid URL {url!r}: {exc}", "other"
+        return f"Invalid URL {url!r}: {_without_addresses(str(exc), host)}", ErrorKind.OTHER
     if isinstance(exc, requests.exceptions.InvalidHeader):
-        return f"Invalid request header: {exc}", "other"
-    logger.warning("Unexpected error posting webhook to %s", where, exc_info=exc)
-    return f"Unexpected error: {type(exc).__name__}: {exc}", "other"
+        return f"Invalid request header: {_without_addresses(str(exc), host)}", ErrorKind.OTHER
+    described = f"{type(exc).__name__}: {_without_addresses(str(exc), host)}"
+    # The traceback's frames without the exception's own text (which may name the
+    # pinned address): enough to find the bug, nothing a log reader should not see.
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    logger.warning("Unexpected error posting webhook to %s: %s\n%s", where, described, frames)
+    return f"Unexpected error: {described}", ErrorKind.OTHER
 
 
 # --- the helper -------------------------------------------------------------------
@@ -449,13 +474,15 @@ def post(
     total_timeout: float = 15.0,
     allow_private: bool = False,
     max_body_bytes: int = 20480,
+    name_private_setting: bool = False,
 ) -> AttemptResult:
     """POST ``body`` to ``url`` once and describe the outcome; never raises for network
     problems.
 
     Redirects are not followed, the attempt never outlives ``total_timeout`` (except
     for a slow DNS resolver), and with ``allow_private=False`` non-public targets are
-    refused before connecting.
+    refused before connecting; ``name_private_setting`` makes that refusal name the
+    setting that allows private targets (development servers).
     """
     started = time.monotonic()
 
@@ -463,7 +490,7 @@ def post(
         *,
         status: int | None = None,
         error: str | None = None,
-        kind: str | None = None,
+        kind: ErrorKind | None = None,
         content: bytes = b"",
         retry_after: str | None = None,
     ) -> AttemptResult:
@@ -480,7 +507,8 @@ def post(
         host, _ = _target(url)
         literal = _literal_ip(host)
         if literal is not None and is_forbidden_ip(literal):
-            return result(error=_blocked(literal, host), kind="ssrf")
+            message = _blocked(host, literal=True, name_setting=name_private_setting)
+            return result(error=message, kind=ErrorKind.SSRF)
 
     deadline = _Deadline()
     timeout = Timeout(
@@ -501,9 +529,13 @@ def post(
         except Exception as exc:  # the contract is "never raises"
             if deadline.fired and not isinstance(exc, InvalidIPAddress):
                 message = f"Timed out after {total_timeout} s waiting for the target"
-                return result(error=message, kind="timeout")
+                return result(error=message, kind=ErrorKind.TIMEOUT)
             message, failure_kind = _describe_send_error(
-                exc, url=url, connect_timeout=connect_timeout, total_timeout=total_timeout
+                exc,
+                url=url,
+                connect_timeout=connect_timeout,
+                total_timeout=total_timeout,
+                name_setting=name_private_setting,
             )
             return result(error=message, kind=failure_kind)
 
@@ -512,24 +544,26 @@ def post(
                 # The watchdog may have ended the header block early (EOF reads as
                 # "end of headers"), so what we parsed is not a trustworthy answer.
                 message = f"Timed out after {total_timeout} s waiting for the target"
-                return result(error=message, kind="timeout")
+                return result(error=message, kind=ErrorKind.TIMEOUT)
             status = response.status_code
             retry_after = response.headers.get("Retry-After")
             chunks: list[bytes] = []
             error: str | None = None
-            kind: str | None = None
+            kind: ErrorKind | None = None
             timed_out = False
             try:
                 _read_body(response, max_body_bytes, chunks)
             except Exception as exc:  # a broken body must not lose the status
                 timed_out = _find(exc, ReadTimeoutError) is not None
-                error, kind = f"Could not read the response body: {exc}", "other"
+                host, _ = _target(url)
+                error = f"Could not read the response body: {_without_addresses(str(exc), host)}"
+                kind = ErrorKind.OTHER
             if timed_out or deadline.fired:
                 error = (
                     f"Timed out after {total_timeout} s reading the response body "
                     f"(the target answered {status})"
                 )
-                kind = "timeout"
+                kind = ErrorKind.TIMEOUT
             return result(
                 status=status,
                 error=error,

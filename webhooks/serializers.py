@@ -49,7 +49,12 @@ class _WebhookFieldsSerializer(serializers.Serializer):
 
     def validate_target_url(self, value: str) -> str:
         try:
-            validation.check_target_url(value, allow_http=settings.CONDUIT_ALLOW_HTTP_TARGETS)
+            validation.check_target_url(
+                value,
+                allow_http=settings.CONDUIT_ALLOW_HTTP_TARGETS,
+                allow_private=settings.CONDUIT_ALLOW_PRIVATE_TARGETS,
+                name_setting=settings.DEBUG,
+            )
         except ValueError as exc:
             raise serializers.ValidationError(str(exc)) from None
         return value

@@ -8,6 +8,7 @@ import re
 from urllib.parse import urlsplit
 
 from policies.checks import normalise_domain_name
+from webhooks.targets import refusal_for_host
 
 CATCH_ALL = "*"
 _LOCAL_PART = re.compile(r"^[a-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
@@ -59,14 +60,40 @@ def split_address(value: str) -> tuple[str, str]:
     return local, normalise_domain_name(domain)
 
 
-def check_target_url(url: str, *, allow_http: bool) -> None:
-    parts = urlsplit(url)
+def check_target_url(
+    url: str, *, allow_http: bool, allow_private: bool = False, name_setting: bool = False
+) -> None:
+    """Refuse a target URL that can never be delivered to.
+
+    Without ``allow_private``, the host as written must not be a private address in
+    any spelling nor a local name (``webhooks.targets.refusal_for_host``); the
+    address actually connected to is checked again at send time. ``name_setting``
+    lets the message name the setting that allows private targets.
+    """
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise ValueError(
+            "The target URL contains spaces or control characters: a host name cannot "
+            "contain them, and in the path or query write a space as %20"
+        )
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError(
+            "The target URL is malformed (check the host and the port, 1 to 65535)"
+        ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("The target URL must be an absolute http(s) URL")
     if parts.scheme == "http" and not allow_http:
         raise ValueError("The target URL must use https")
     if parts.username or parts.password:
         raise ValueError("Put credentials in custom_headers, not in the URL")
+    if port == 0:
+        raise ValueError("The target URL's port must be between 1 and 65535")
+    if not allow_private:
+        problem = refusal_for_host(parts.hostname, name_setting=name_setting)
+        if problem:
+            raise ValueError(f"The target URL's host {problem}")
 
 
 def check_custom_headers(headers: dict) -> dict[str, str]:
@@ -84,8 +111,9 @@ def check_custom_headers(headers: dict) -> dict[str, str]:
         if not isinstance(value, str):
             problems.append(f"The value of '{name}' must be a string")
             continue
-        if any(ch in value for ch in "\r\n\0"):
-            problems.append(f"The value of '{name}' contains a line break or NUL")
+        problem = _header_value_problem(value)
+        if problem:
+            problems.append(f"The value of '{name}' {problem}")
             continue
         if len(value) > MAX_HEADER_VALUE:
             problems.append(f"The value of '{name}' is longer than {MAX_HEADER_VALUE} characters")
@@ -94,6 +122,29 @@ def check_custom_headers(headers: dict) -> dict[str, str]:
     if problems:
         raise ValueError("; ".join(problems))
     return clean
+
+
+def _header_value_problem(value: str) -> str | None:
+    """Why ``value`` cannot be sent as an HTTP header value, or None.
+
+    HTTP/1.1 sends header values as Latin-1 bytes (``http.client`` encodes them so)
+    and RFC 9110 allows no control characters but tab; ``requests`` also refuses
+    leading whitespace.
+    """
+    if any(ch in value for ch in "\r\n\0"):
+        return "contains a line break or NUL"
+    if any((ord(ch) < 32 and ch != "\t") or ord(ch) == 127 for ch in value):
+        return "contains a control character"
+    if value[:1].isspace():
+        return "starts with whitespace; remove it"
+    outside = [ch for ch in value if ord(ch) > 255]
+    if outside:
+        shown = "".join(dict.fromkeys(outside[:10]))  # first few, in order
+        return (
+            f"contains characters that HTTP headers cannot carry ({shown}); header values "
+            "must be Latin-1: percent-encode or base64-encode the text"
+        )
+    return None
 
 
 def check_secret(secret: str) -> None:

@@ -1,6 +1,7 @@
 """Tests for webhooks.outbound.post against real local servers (127.0.0.1 only)."""
 
 import contextlib
+import logging
 import shutil
 import socket
 import ssl
@@ -14,7 +15,7 @@ import urllib3.util.connection
 from werkzeug import Request, Response
 
 from webhooks import outbound
-from webhooks.outbound import AttemptResult, post
+from webhooks.outbound import AttemptResult, ErrorKind, post
 
 SMALL = 0.5  # total_timeout used by the hanging-target tests
 
@@ -373,16 +374,36 @@ def test_private_targets_refused_without_connecting(url, listener, connects):
     assert time.monotonic() - started < 0.2
     assert result.http_status is None
     assert result.error_kind == "ssrf"
-    assert result.error.startswith("Blocked: target resolves to a private address")
+    assert result.error.startswith("Blocked: ")
+    assert result.error.endswith("webhook targets must be public internet addresses")
     assert connects == []
     _assert_nothing_accepted(listener)
 
 
-def test_localhost_message_names_the_host(connects):
+def test_localhost_message_names_the_host_not_the_address(connects):
     result = post(url="http://localhost:9/", body=b"{}", headers={})
-    assert result.error_kind == "ssrf"
-    assert "(localhost)" in result.error
+    assert result.error_kind is ErrorKind.SSRF
+    assert result.error == (
+        "Blocked: localhost does not resolve to a public internet address; "
+        "webhook targets must be public internet addresses"
+    )
     assert connects == []
+
+
+def test_a_literal_refusal_names_the_literal(connects):
+    result = post(url="http://10.0.0.1/", body=b"{}", headers={})
+    assert result.error == (
+        "Blocked: 10.0.0.1 is not a public internet address; "
+        "webhook targets must be public internet addresses"
+    )
+
+
+@pytest.mark.parametrize("url", ["http://localhost:9/", "http://10.0.0.1/"])
+def test_the_refusal_names_the_setting_in_development(url, connects):
+    result = post(url=url, body=b"{}", headers={}, name_private_setting=True)
+    assert result.error.endswith(
+        "(set CONDUIT_ALLOW_PRIVATE_TARGETS=true to allow private targets in development)"
+    )
 
 
 def _fake_dns(monkeypatch: pytest.MonkeyPatch, answers: dict[str, str]) -> None:
@@ -410,12 +431,17 @@ def _fake_dns(monkeypatch: pytest.MonkeyPatch, answers: dict[str, str]) -> None:
         "::ffff:169.254.169.254",
     ],
 )
-def test_hostname_resolving_to_private_address_refused(ip, monkeypatch, connects):
+def test_hostname_resolving_to_private_address_refused(ip, monkeypatch, connects, caplog):
     _fake_dns(monkeypatch, {"hooks.example.com": ip})
-    result = post(url="https://hooks.example.com/in", body=b"{}", headers={})
+    with caplog.at_level(logging.DEBUG):
+        result = post(url="https://hooks.example.com/in", body=b"{}", headers={})
     assert result.error_kind == "ssrf"
-    assert "(hooks.example.com)" in result.error
+    assert result.error.startswith("Blocked: hooks.example.com does not resolve to a public")
     assert connects == []
+    # Not a DNS oracle: neither the answer nor any log line tells the address.
+    bare = ip.split(":")[-1]
+    assert bare not in result.error and ip not in result.error
+    assert not [r for r in caplog.records if bare in r.getMessage()]
 
 
 def test_public_hostname_is_pinned_and_keeps_host_header(monkeypatch, raw_server):
@@ -514,3 +540,22 @@ def test_https_is_pinned_and_keeps_sni(trusted, tls_cert, monkeypatch, raw_serve
         assert (result.http_status, result.error_kind) == (None, "connect")
         assert result.error.startswith("TLS handshake with hooks.example.com:443 failed")
         assert "certificate verify failed" in result.error
+
+
+def test_error_kinds_keep_their_stored_values():
+    assert [kind.value for kind in ErrorKind] == ["connect", "timeout", "ssrf", "other", "template"]
+    assert ErrorKind.SSRF == "ssrf"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "HTTPConnectionPool(host='10.9.8.7', port=80): Read timed out.",
+        "HTTPSConnectionPool(host='[fd00::7]', port=443): Max retries exceeded",
+        "Failed to connect to fd00:0:0:0::7 and ::ffff:10.9.8.7",
+    ],
+)
+def test_messages_from_exceptions_lose_resolved_addresses(text):
+    cleaned = outbound._without_addresses(text, "hooks.example.com")
+    assert "10.9.8.7" not in cleaned and "fd00" not in cleaned
+    assert "hooks.example.com" in cleaned
