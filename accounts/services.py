@@ -6,7 +6,6 @@ import ipaddress
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.auth.hashers import check_password, make_password
@@ -36,12 +35,8 @@ from accounts.tokens import (
 )
 from conduit.errors import Conflict, Unauthorized, Unprocessable
 
-if TYPE_CHECKING:
-    from accounts.twofactor import IssuedTotpChallenge
-
 logger = logging.getLogger(__name__)
 
-SIGNIN_SCOPE = "signin"
 INVALID_CREDENTIALS = "Invalid email or password."
 # Checked against when the email is unknown, so both answers take as long.
 _DUMMY_PASSWORD_HASH = make_password("conduit-timing-equaliser")
@@ -81,24 +76,31 @@ def account_create(*, email: str, password: str, ip: str | None) -> Account:
     if Account.objects.filter(email__iexact=email).exists():
         raise Conflict("An account with this email address already exists; sign in instead.")
     try:
+        # Audit and write together: an account never exists without its
+        # "created" entry, nor the entry without the account.
         with transaction.atomic():
             account = Account.objects.create_user(email=email, password=password)
+            audit_record(account=account, action="account.created", ip=ip)
     except IntegrityError:
         # Two sign-ups raced; the unique index decided.
         raise Conflict(
             "An account with this email address already exists; sign in instead."
         ) from None
-    audit_record(account=account, action="account.created", ip=ip)
     return account
 
 
 def account_update_timezone(*, account: Account, timezone_name: str, ip: str | None) -> None:
     previous = account.timezone
     account.timezone = timezone_name
-    account.save(update_fields=["timezone", "updated_at"])
-    audit_record(
-        account=account, action="account.timezone_changed", ip=ip, old=previous, new=timezone_name
-    )
+    with transaction.atomic():
+        account.save(update_fields=["timezone", "updated_at"])
+        audit_record(
+            account=account,
+            action="account.timezone_changed",
+            ip=ip,
+            old=previous,
+            new=timezone_name,
+        )
 
 
 def account_delete(*, account: Account, password: str, ip: str | None) -> None:
@@ -147,7 +149,7 @@ def session_issue(
 def account_authenticate(*, email: str, password: str, ip: str | None) -> Account:
     """Check a password sign-in, with throttling; the account on success, else 401/429."""
     email = normalise_email(email)
-    throttling.ensure_not_locked(scope=SIGNIN_SCOPE, account_key=email, ip=ip)
+    throttling.ensure_not_locked(scope=throttling.SIGNIN, account_key=email, ip=ip)
     account = Account.objects.filter(email__iexact=email).first()
     if account is None:
         check_password(password, _DUMMY_PASSWORD_HASH)
@@ -155,7 +157,7 @@ def account_authenticate(*, email: str, password: str, ip: str | None) -> Accoun
     else:
         ok = account.check_password(password) and account.is_active
     if not ok:
-        throttling.record_failure(scope=SIGNIN_SCOPE, account_key=email, ip=ip)
+        throttling.record_failure(scope=throttling.SIGNIN, account_key=email, ip=ip)
         audit_record(
             account=account,
             action="session.sign_in_failed",
@@ -163,7 +165,7 @@ def account_authenticate(*, email: str, password: str, ip: str | None) -> Accoun
             **({} if account else {"email": email}),
         )
         raise Unauthorized(INVALID_CREDENTIALS, code="unauthorized")
-    throttling.clear_failures(scope=SIGNIN_SCOPE, account_key=email)
+    throttling.clear_failures(scope=throttling.SIGNIN, account_key=email, ip=ip)
     return account
 
 
@@ -220,8 +222,9 @@ def session_sign_out(
         ).first()
         if other is not None:
             ids.append(other.id)
-    AuthSession.objects.filter(id__in=ids, revoked_at__isnull=True).update(revoked_at=now)
-    audit_record(account=account, action="session.signed_out", ip=ip)
+    with transaction.atomic():
+        AuthSession.objects.filter(id__in=ids, revoked_at__isnull=True).update(revoked_at=now)
+        audit_record(account=account, action="session.signed_out", ip=ip)
 
 
 def sessions_revoke_all(*, account: Account, keep: AuthSession | None = None) -> int:
@@ -264,15 +267,26 @@ def password_change(
 
 
 def password_reset_request(*, email: str, ip: str | None) -> None:
-    """Email a reset link when the account exists; silent otherwise (202 either way)."""
+    """Email a reset link when an active account has this address; nothing otherwise.
+
+    Runs in a task (``accounts.tasks.send_password_reset``), never in the
+    request: the request must do the same work whether or not the account
+    exists, or its answer time would tell.
+    """
     account = Account.objects.filter(email__iexact=normalise_email(email), is_active=True).first()
     if account is None:
         return
     token, token_hash = new_token(RESET_PREFIX)
     ttl = settings.CONDUIT_PASSWORD_RESET_TTL
-    PasswordResetToken.objects.create(
-        account=account, token_hash=token_hash, expires_at=timezone.now() + timedelta(seconds=ttl)
-    )
+    # The token and its audit entry together; the mail goes after the commit
+    # (below), so a token is never mailed that was not stored.
+    with transaction.atomic():
+        PasswordResetToken.objects.create(
+            account=account,
+            token_hash=token_hash,
+            expires_at=timezone.now() + timedelta(seconds=ttl),
+        )
+        audit_record(account=account, action="password.reset_requested", ip=ip)
     context = {
         "account": account,
         "token": token,
@@ -282,7 +296,6 @@ def password_reset_request(*, email: str, ip: str | None) -> None:
     }
     subject = render_to_string("accounts/password_reset_subject.txt", context).strip()
     body = render_to_string("accounts/password_reset_email.txt", context)
-    audit_record(account=account, action="password.reset_requested", ip=ip)
     try:
         send_mail(subject, body, None, [account.email])
     except OSError:
@@ -347,45 +360,34 @@ def api_token_create(
 ) -> IssuedApiToken:
     token, token_hash = new_token(API_TOKEN_PREFIX)
     expires_at = timezone.now() + timedelta(seconds=expires_in) if expires_in else None
-    api_token = ApiToken.objects.create(
-        account=account,
-        name=name,
-        token_hash=token_hash,
-        token_start=token[: len(API_TOKEN_PREFIX) + 4],
-        allowed_ips=allowed_ips,
-        expires_at=expires_at,
-    )
-    audit_record(
-        account=account,
-        action="api_token.created",
-        ip=ip,
-        token_id=str(api_token.id),
-        name=name,
-    )
+    with transaction.atomic():
+        api_token = ApiToken.objects.create(
+            account=account,
+            name=name,
+            token_hash=token_hash,
+            token_start=token[: len(API_TOKEN_PREFIX) + 4],
+            allowed_ips=allowed_ips,
+            expires_at=expires_at,
+        )
+        audit_record(
+            account=account,
+            action="api_token.created",
+            ip=ip,
+            token_id=str(api_token.id),
+            name=name,
+        )
     return IssuedApiToken(api_token=api_token, token=token)
 
 
 def api_token_delete(*, api_token: ApiToken, ip: str | None) -> None:
-    audit_record(
-        account=api_token.account,
-        action="api_token.revoked",
-        ip=ip,
-        token_id=str(api_token.id),
-        name=api_token.name,
-    )
-    api_token.delete()
-
-
-def session_sign_in(
-    *, email: str, password: str, ip: str | None, user_agent: str
-) -> IssuedSession | IssuedTotpChallenge:
-    """Password sign-in: a session, or with 2FA on a challenge that a code completes."""
-    # Imported here: twofactor builds on this module.
-    from accounts import twofactor
-
-    account = account_authenticate(email=email, password=password, ip=ip)
-    if twofactor.totp_is_enabled(account=account):
-        return twofactor.totp_challenge_create(account=account, ip=ip)
-    issued = session_issue(account=account, ip=ip, user_agent=user_agent)
-    audit_record(account=account, action="session.signed_in", ip=ip, method="password")
-    return issued
+    # Without the transaction a failed delete would leave a "revoked" entry
+    # for a token that still works.
+    with transaction.atomic():
+        audit_record(
+            account=api_token.account,
+            action="api_token.revoked",
+            ip=ip,
+            token_id=str(api_token.id),
+            name=api_token.name,
+        )
+        api_token.delete()

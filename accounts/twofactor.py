@@ -32,11 +32,10 @@ from qrcode.image.pure import PyPNGImage
 
 from accounts import throttling
 from accounts.models import Account, AccountTOTPDevice, BackupCode, TotpChallenge
-from accounts.services import IssuedSession, audit_record, session_issue
+from accounts.services import IssuedSession, account_authenticate, audit_record, session_issue
 from accounts.tokens import TOTP_CHALLENGE_PREFIX, hash_token, new_token
 from conduit.errors import Conflict, Unauthorized, Unprocessable
 
-TOTP_SCOPE = "totp"
 ISSUER = "Conduit"
 BACKUP_CODE_COUNT = 10
 # Ten characters without look-alikes (0/o, 1/l/i): about 50 bits, shown as "abcde-fghjk".
@@ -121,7 +120,7 @@ def totp_enable(*, account: Account, code: str, ip: str | None) -> list[str]:
             device.save(update_fields=["confirmed"])
             codes = _replace_backup_codes(account=account)
             audit_record(account=account, action="totp.enabled", ip=ip)
-            _code_accepted(account=account)
+            _code_accepted(account=account, ip=ip)
             return codes
     raise _code_rejected(account=account, ip=ip, purpose="enable")
 
@@ -135,7 +134,7 @@ def totp_disable(*, account: Account, code: str, ip: str | None) -> None:
         if method is not None:
             _delete_second_factor(account=account)
             audit_record(account=account, action="totp.disabled", ip=ip, second_factor=method)
-            _code_accepted(account=account)
+            _code_accepted(account=account, ip=ip)
             return
     raise _code_rejected(account=account, ip=ip, purpose="disable")
 
@@ -154,7 +153,7 @@ def backup_codes_regenerate(*, account: Account, code: str, ip: str | None) -> l
                 ip=ip,
                 second_factor=method,
             )
-            _code_accepted(account=account)
+            _code_accepted(account=account, ip=ip)
             return codes
     raise _code_rejected(account=account, ip=ip, purpose="regenerate_backup_codes")
 
@@ -178,19 +177,33 @@ def totp_reset_by_operator(*, account: Account, operator: Account, ip: str | Non
 # --- Signing in -------------------------------------------------------------------------
 
 
+def session_sign_in(
+    *, email: str, password: str, ip: str | None, user_agent: str
+) -> IssuedSession | IssuedTotpChallenge:
+    """Password sign-in: a session, or with 2FA on a challenge that a code completes."""
+    account = account_authenticate(email=email, password=password, ip=ip)
+    if totp_is_enabled(account=account):
+        return totp_challenge_create(account=account, ip=ip)
+    with transaction.atomic():
+        issued = session_issue(account=account, ip=ip, user_agent=user_agent)
+        audit_record(account=account, action="session.signed_in", ip=ip, method="password")
+    return issued
+
+
 def totp_challenge_create(*, account: Account, ip: str | None) -> IssuedTotpChallenge:
     """What a right password earns on a 2FA account: a short-lived challenge, no tokens."""
     now = timezone.now()
     # Spent challenges are only kept until the account's next sign-in.
-    TotpChallenge.objects.filter(account=account).filter(
-        Q(expires_at__lte=now) | Q(used_at__isnull=False)
-    ).delete()
     token, token_hash = new_token(TOTP_CHALLENGE_PREFIX)
     expires_at = now + timedelta(seconds=settings.CONDUIT_TOTP_CHALLENGE_TTL)
-    TotpChallenge.objects.create(
-        account=account, token_hash=token_hash, expires_at=expires_at, ip=ip
-    )
-    audit_record(account=account, action="session.totp_challenge_issued", ip=ip)
+    with transaction.atomic():
+        TotpChallenge.objects.filter(account=account).filter(
+            Q(expires_at__lte=now) | Q(used_at__isnull=False)
+        ).delete()
+        TotpChallenge.objects.create(
+            account=account, token_hash=token_hash, expires_at=expires_at, ip=ip
+        )
+        audit_record(account=account, action="session.totp_challenge_issued", ip=ip)
     return IssuedTotpChallenge(totp_token=token)
 
 
@@ -241,7 +254,7 @@ def totp_session_complete(
                 method="totp",
                 second_factor=method,
             )
-            _code_accepted(account=account)
+            _code_accepted(account=account, ip=ip)
             return issued
     raise _code_rejected(account=account, ip=ip, purpose="sign_in")
 
@@ -252,7 +265,7 @@ def totp_verify_for_admin(*, account: Account, code: str, ip: str | None) -> Acc
         _lock(account.pk)
         device = _confirmed_device_for_update(account=account)
         if _match_code(account=account, device=device, code=code, ip=ip, allow_backup=True):
-            _code_accepted(account=account)
+            _code_accepted(account=account, ip=ip)
             return device
     raise _code_rejected(account=account, ip=ip, purpose="admin_login")
 
@@ -293,7 +306,7 @@ def _match_code(
     before the last accepted one (``last_t``), and the lock makes that hold for
     concurrent requests too.
     """
-    throttling.ensure_not_locked(scope=TOTP_SCOPE, account_key=str(account.id), ip=ip)
+    throttling.ensure_not_locked(scope=throttling.TOTP, account_key=str(account.id), ip=ip)
     code = _normalise(code)
     if _TOTP_CODE.fullmatch(code):
         return "totp" if device.verify_token(code) else None
@@ -307,8 +320,8 @@ def _match_code(
     return None
 
 
-def _code_accepted(*, account: Account) -> None:
-    throttling.clear_failures(scope=TOTP_SCOPE, account_key=str(account.id))
+def _code_accepted(*, account: Account, ip: str | None) -> None:
+    throttling.clear_failures(scope=throttling.TOTP, account_key=str(account.id), ip=ip)
 
 
 def _code_rejected(*, account: Account, ip: str | None, purpose: str) -> Unauthorized:
@@ -317,7 +330,7 @@ def _code_rejected(*, account: Account, ip: str | None, purpose: str) -> Unautho
     Called after the transaction that checked the code has committed, so the
     audit entry is kept although the request fails.
     """
-    throttling.record_failure(scope=TOTP_SCOPE, account_key=str(account.id), ip=ip)
+    throttling.record_failure(scope=throttling.TOTP, account_key=str(account.id), ip=ip)
     audit_record(account=account, action="totp.code_failed", ip=ip, purpose=purpose)
     return Unauthorized(INVALID_CODE, code="invalid_totp_code")
 

@@ -12,7 +12,10 @@ import logging
 import math
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
@@ -85,6 +88,40 @@ class RateLimited(ApiError):
         self.retry_after = max(1, math.ceil(retry_after))
 
 
+# Seconds a client is told to wait while the database is unreachable: long
+# enough not to hammer it, short enough for a restart or a failover.
+DATABASE_RETRY_AFTER = 10
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """True for the errors of a database that cannot be reached (down, cut, restarting).
+
+    psycopg reports a refused or broken connection, and a server shutting down,
+    as OperationalError; a connection already closed under the client gives
+    InterfaceError. Errors caused by the data (IntegrityError, DataError) are
+    not these, and stay 4xx or 500.
+    """
+    return isinstance(exc, OperationalError | InterfaceError)
+
+
+def service_unavailable() -> tuple[int, dict, dict[str, str]]:
+    """The answer while the database is unreachable: 503 with Retry-After."""
+    body = error_body(
+        "service_unavailable",
+        "The service is temporarily unavailable (its database cannot be reached); "
+        f"retry in {DATABASE_RETRY_AFTER} seconds.",
+    )
+    return 503, body, {"Retry-After": str(DATABASE_RETRY_AFTER)}
+
+
+def payload_too_large() -> dict:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return error_body(
+        "payload_too_large",
+        f"The request body is larger than {limit} bytes; send a smaller body.",
+    )
+
+
 def error_body(code: str, message: str, details: dict[str, list[str]] | None = None) -> dict:
     body: dict[str, Any] = {"code": code, "error": message}
     if details is not None:
@@ -132,6 +169,10 @@ def _translate(exc: Exception) -> tuple[int, dict, dict[str, str]]:
     if isinstance(exc, drf.ValidationError):
         details = flatten_validation_detail(exc.detail)
         return 422, error_body("validation_error", _validation_message(details), details), headers
+    if database_unavailable(exc):
+        return service_unavailable()
+    if isinstance(exc, RequestDataTooBig):
+        return 413, payload_too_large(), headers
     if isinstance(exc, drf.ParseError):
         return 400, error_body("bad_request", f"Malformed request body: {exc.detail}"), headers
     if isinstance(exc, drf.UnsupportedMediaType):
@@ -173,7 +214,9 @@ def api_exception_handler(exc: Exception, context: dict) -> Response:
     from rest_framework.views import set_rollback
 
     status, body, headers = _translate(exc)
-    if status >= 500:
+    if status == 503:
+        logger.warning("Database unreachable: %s", exc)
+    elif status >= 500:
         view = context.get("view")
         logger.exception("Unhandled error in %s", type(view).__name__ if view else "API view")
     set_rollback()

@@ -52,16 +52,20 @@ def no_content(description: str) -> OpenApiResponse:
 PAGE_PARAMETERS = [
     OpenApiParameter(
         "page",
-        {"type": "integer", "minimum": 1, "default": 1},
+        # No minimum: a value out of range is clamped, not refused.
+        {"type": "integer", "default": 1},
         OpenApiParameter.QUERY,
         description="Page number (1-based); a value below 1 or not a number gives page 1.",
     ),
     OpenApiParameter(
         "page_size",
-        {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
+        # No minimum or maximum: the contract gives paged lists no 422, so a value
+        # out of range is clamped rather than refused, and the schema says so.
+        {"type": "integer", "default": 50},
         OpenApiParameter.QUERY,
-        description="Number of results per page (default 50, at most 200); a value out of "
-        "range is clamped.",
+        description="Number of results per page (default 50, at most 200): a larger value "
+        "gives pages of 200, a value below 1 pages of 1, and one that is not a number the "
+        "default.",
     ),
     OpenApiParameter(
         "X-Total-Count",
@@ -83,8 +87,16 @@ PAGE_PARAMETERS = [
 ]
 
 
+# Said on every request body: the contract's status lists leave 400 out.
+REQUEST_BODY_NOTE = (
+    "A JSON object. A body that is not valid JSON, or nests deeper than 32 levels, gets "
+    "400 `bad_request`; one over 2.5 MB gets 413 `payload_too_large`; one that is not "
+    "JSON (another Content-Type) gets 415 `unsupported_media_type`."
+)
+
+
 class ConduitAutoSchema(AutoSchema):
-    """Documents request bodies on DELETE too.
+    """Documents request bodies on DELETE too, and the errors of a malformed body.
 
     Sign-out, account deletion and disabling 2FA take a JSON body (a refresh
     token, a confirmation, a code); drf-spectacular leaves DELETE bodies out by
@@ -100,10 +112,13 @@ class ConduitAutoSchema(AutoSchema):
 
     def _get_request_body(self, direction: str = "request") -> dict | None:
         if self.method != "DELETE" or self.get_request_serializer() is None:
-            return super()._get_request_body(direction)
-        self.method = "POST"
-        try:
             body = super()._get_request_body(direction)
-        finally:
-            self.method = "DELETE"
+        else:
+            self.method = "POST"
+            try:
+                body = super()._get_request_body(direction)
+            finally:
+                self.method = "DELETE"
+        if body is not None:
+            body.setdefault("description", REQUEST_BODY_NOTE)
         return body

@@ -59,6 +59,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "conduit.middleware.ApiErrorMiddleware",
+    "conduit.middleware.RequestLimitsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -113,6 +114,9 @@ if REDIS_URL:
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
+            # Fail fast when Redis is down: sign-in then counts failures
+            # from the audit log (accounts.throttling) instead of hanging.
+            "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
         }
     }
 else:
@@ -273,6 +277,10 @@ EMAIL_PORT = env_int("EMAIL_PORT", 587)
 EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
 EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+# Seconds an SMTP connection may block; the mail goes out from the worker.
+EMAIL_TIMEOUT = env_float("EMAIL_TIMEOUT", 30.0, minimum=1.0)
+# Where django.core.mail.backends.filebased.EmailBackend writes the messages.
+EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(VAR_DIR / "mail"))
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Conduit <no-reply@conduit.email>")
 
 # --- API ------------------------------------------------------------------
@@ -283,7 +291,8 @@ REST_FRAMEWORK = {
         "accounts.authentication.TwoFactorSessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # DRF's JSON parser with a nesting limit (conduit.parsers).
+    "DEFAULT_PARSER_CLASSES": ["conduit.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
@@ -305,7 +314,12 @@ SPECTACULAR_SETTINGS = {
         "accounts, sessions, webhooks, and domain ownership.\n\n"
         'Errors always have the body `{"code": "...", "error": "..."}`; validation '
         "errors (422) add `details` per field. A body that is not JSON gets 415 "
-        "`unsupported_media_type`; malformed JSON gets 400 `bad_request`."
+        "`unsupported_media_type`; malformed JSON, or JSON nested deeper than 32 levels, "
+        "gets 400 `bad_request`; a body over 2.5 MB gets 413 `payload_too_large`; a request "
+        "line over 8,190 bytes gets 414 `uri_too_long`, a header field over 8,190 bytes or "
+        "more than 100 of them 431 `header_too_large`. While the database cannot be reached "
+        "every operation that needs it answers 503 `service_unavailable` with `Retry-After`. "
+        "Paged lists clamp `page` and `page_size` into range instead of refusing them."
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
