@@ -76,6 +76,18 @@ def test_it_measures_end_to_end_latency_and_loses_nothing(tmp_path: Path) -> Non
     assert result["memory"]["worker"]["main_peak_mb"] > 0
 
 
+def test_it_measures_the_embedded_default_and_loses_nothing(tmp_path: Path) -> None:
+    result = run_bench("embedded", tmp_path)
+    assert (result["database"], result["broker"]) == ("sqlite", "filesystem")
+    run = result["steady"]
+    assert run["rate"] == 5
+    assert run["accepted"] > 0
+    assert run["errors"] == 0
+    assert run["delivered"] == run["accepted"]
+    assert run["latency_ms"]["p50"] > 0
+    assert result["lost_total"] == 0
+
+
 def test_it_measures_the_api_under_gunicorn(tmp_path: Path) -> None:
     result = run_bench("api", tmp_path)
     names = [row["endpoint"] for row in result["endpoints"]]

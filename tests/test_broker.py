@@ -30,3 +30,29 @@ def test_a_task_published_through_it_reaches_the_queue():
         app.send_task("webhooks.tasks.deliver_many", args=[[]], queue=queue, argsrepr="[[]]")
         assert channel._size(queue) == 1
         channel.queue_purge(queue)
+
+
+def test_the_file_system_broker_looks_at_its_queue_every_50_ms(tmp_path):
+    # kombu's default (1 s) was most of a message's time on the embedded default.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "from conduit.celery import app\n"
+        "with app.connection_for_write() as connection:\n"
+        "    print(connection.transport.driver_type, connection.transport.polling_interval)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    env.update(SECRET_KEY="s", CONDUIT_VAR_DIR=str(tmp_path))
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["filesystem", "0.05"]
