@@ -100,6 +100,15 @@ def test_it_measures_the_api_under_gunicorn(tmp_path: Path) -> None:
     assert "Index" in result["page1_plan"]
 
 
+def test_it_measures_the_payload_build(tmp_path: Path) -> None:
+    result = run_bench("payload", tmp_path)
+    assert len(result["builds"]) == 3
+    for row in result["builds"]:
+        assert row["us_per_build"] > 0
+    assert result["big_message"]["message_mb"] > 4
+    assert result["big_message"]["peak_mb"] > 0
+
+
 @pytest.mark.parametrize(
     ("database_url", "redis_url", "bench_database", "bench_redis"),
     [
