@@ -97,8 +97,9 @@ def database_unavailable(exc: BaseException) -> bool:
     """True for the errors of a database that cannot be reached (down, cut, restarting).
 
     psycopg reports a refused or broken connection, and a server shutting down,
-    as OperationalError; a connection already closed under the client gives
-    InterfaceError. Errors caused by the data (IntegrityError, DataError) are
+    as OperationalError (and transient server-side failures such as a deadlock,
+    for which "retry shortly" is right too); a connection already closed under
+    the client gives InterfaceError. Errors caused by the data (IntegrityError, DataError) are
     not these, and stay 4xx or 500.
     """
     return isinstance(exc, OperationalError | InterfaceError)
