@@ -10,6 +10,15 @@ messages the ingress accepts per second:
 - the idle timer moves its deadline instead of being replaced on every command;
 - dir() of the protocol and of the handler lists only their hook methods.
 
+Two things differ from aiosmtpd on purpose (README, "The SMTP ingress"):
+a DATA line may be up to DATA_LINE_LIMIT octets (aiosmtpd refuses more than
+1,001), and the refusal of a longer one says what was wrong.
+
+It overrides private parts of aiosmtpd (smtp_DATA's helpers, _getaddr, the
+timer), so pyproject.toml bounds aiosmtpd to the versions tested, and
+check_aiosmtpd() stops the ingress at start if a name it relies on is gone.
+The tests run it side by side with the installed aiosmtpd.
+
 It knows nothing of Django: bench/bare_smtpd.py serves it with a handler that
 discards, to show what storing costs on top of the protocol.
 """
@@ -22,7 +31,8 @@ import re
 from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
 
-from aiosmtpd.smtp import MISSING, SMTP
+import aiosmtpd
+from aiosmtpd.smtp import MISSING, SMTP, syntax
 
 from ingress import smtpdata
 
@@ -38,11 +48,68 @@ _PLAIN_PATH = re.compile(
 )
 
 
-# aiosmtpd's own replies to a body over its limits.
+# The longest DATA line accepted, CRLF and a transparency dot included.
+# RFC 5321 4.5.3.1.6 sets 1,000 octets, but 4.5.3.1 asks receivers not to
+# refuse more where they can: one-line HTML from mail clients and bulk
+# mailers runs to tens of kilobytes. A bare LF or CR does not end a line (only
+# CRLF does), so an LF-only message counts as one line. The SIZE limit
+# applies as ever.
+DATA_LINE_LIMIT = 1024 * 1024
+
+# The replies to a body over the limits: aiosmtpd's for the size (the
+# protocol of ingress.smtp adds its enhanced code), and for a line too long,
+# one that tells the sender what to fix.
 _REFUSED = {
-    smtpdata.Outcome.TOO_LONG: "500 Line too long (see RFC5321 4.5.3.1.6)",
+    smtpdata.Outcome.TOO_LONG: (
+        f"500 5.6.0 Line too long: more than {DATA_LINE_LIMIT} octets without a CRLF "
+        "(a bare LF or CR does not end a line)"
+    ),
     smtpdata.Outcome.TOO_MUCH: "552 Error: Too much mail data",
 }
+
+# What of aiosmtpd.smtp.SMTP this module and ingress.smtp call or override,
+# beyond its documented API: methods of the class, and attributes its
+# constructor sets.
+_PRIVATE_METHODS = (
+    "_getaddr",
+    "_reset_timeout",
+    "_timeout_cb",
+    "_set_post_data_state",
+    "_call_handler_hook",
+    "_cb_client_connected",
+    "_authenticate",
+    "check_helo_needed",
+    "check_auth_needed",
+    "auth_PLAIN",
+    "auth_LOGIN",
+    "smtp_DATA",
+)
+_PRIVATE_ATTRIBUTES = ("_timeout_handle", "_timeout_duration", "_smtp_methods", "_handle_hooks")
+SUPPORTED = "aiosmtpd>=1.4.6,<1.5"
+
+
+class UnsupportedAiosmtpd(RuntimeError):
+    pass
+
+
+def check_aiosmtpd(smtp_class: type = SMTP) -> None:
+    """Raise UnsupportedAiosmtpd, naming what is missing, if the installed aiosmtpd
+    lacks a private name this protocol relies on: better a clear stop at
+    start than every DATA answered 451."""
+    missing = [name for name in _PRIVATE_METHODS if not callable(getattr(smtp_class, name, None))]
+    loop = asyncio.new_event_loop()
+    try:
+        probe = smtp_class(object(), loop=loop)
+        missing += [name for name in _PRIVATE_ATTRIBUTES if not hasattr(probe, name)]
+    except Exception as error:
+        missing.append(f"a constructor that takes (handler, loop=...) ({error})")
+    finally:
+        loop.close()
+    if missing:
+        raise UnsupportedAiosmtpd(
+            f"aiosmtpd {aiosmtpd.__version__} lacks {', '.join(missing)}, which "
+            f"ingress/protocol.py relies on; install {SUPPORTED} (pyproject.toml)"
+        )
 
 
 @functools.cache
@@ -67,6 +134,9 @@ class HooksOnlyDir:
 class LeanSMTP(HooksOnlyDir, SMTP):
     """aiosmtpd's SMTP with the per-session costs above cut."""
 
+    data_line_limit = DATA_LINE_LIMIT
+
+    @syntax("DATA")  # as aiosmtpd's: HELP lists DATA and HELP DATA answers
     async def smtp_DATA(self, arg: str) -> None:
         # aiosmtpd's own, with the body read by ingress.smtpdata rather than
         # one awaited line at a time; the replies are aiosmtpd's. The content
@@ -85,7 +155,7 @@ class LeanSMTP(HooksOnlyDir, SMTP):
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         try:
             outcome, content = await smtpdata.read_data(
-                self._reader, size_limit=self.data_size_limit, line_limit=self.line_length_limit
+                self._reader, size_limit=self.data_size_limit, line_limit=self.data_line_limit
             )
         except asyncio.CancelledError:
             # The connection went away during DATA.

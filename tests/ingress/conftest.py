@@ -8,8 +8,10 @@ import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiosmtpd.smtp import SMTP
 from celery.contrib.testing.worker import start_worker
 from django.db import connection
 
@@ -337,3 +339,54 @@ class RawSession:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# --- aiosmtpd as installed, beside Conduit's protocol ------------------------------------
+
+
+class Keep:
+    """A handler that keeps what each DATA delivered, for both servers alike."""
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(bytes(envelope.original_content))
+        return "250 OK"
+
+
+class SideBySide:
+    """aiosmtpd's SMTP and LeanSMTP, served on loopback by one event loop in a
+    thread, each with its own Keep handler, with the same settings."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self._servers: dict[tuple, tuple[int, Keep]] = {}
+
+    def port(self, protocol: type[SMTP], **options: Any) -> tuple[int, Keep]:
+        key = (protocol, tuple(sorted(options.items())))
+        if key not in self._servers:
+            handler = Keep()
+
+            async def start() -> int:
+                server = await self.loop.create_server(
+                    lambda: protocol(handler, hostname="mx.test", **options), "127.0.0.1", 0
+                )
+                return server.sockets[0].getsockname()[1]
+
+            port = asyncio.run_coroutine_threadsafe(start(), self.loop).result(10)
+            self._servers[key] = (port, handler)
+        return self._servers[key]
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def side_by_side() -> Iterator[SideBySide]:
+    servers = SideBySide()
+    yield servers
+    servers.close()

@@ -12,9 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import aiosmtpd.smtp
 import pytest
+from django.core.management import CommandError, call_command
 
 from ingress.management.commands.ingress import Command
+from ingress.protocol import check_aiosmtpd
 from ingress.server import LISTEN_BACKLOG
 from tests.ingress.conftest import hook
 from tests.ingress.processes import BASE_DIR, free_port, ingress_argv, service_env
@@ -170,3 +173,21 @@ def test_it_runs_several_processes_on_one_port_and_replaces_one_that_dies(
     assert ingress.wait(15) == 0
     assert "starting another" in ingress.output()
     assert not _accepts_connections(port)
+
+
+def test_the_installed_aiosmtpd_has_every_private_name_the_protocol_relies_on():
+    check_aiosmtpd()  # raises, naming what is missing, otherwise
+
+
+def test_it_stops_at_start_with_a_clear_message_if_aiosmtpd_lost_a_name(monkeypatch):
+    # As if an upstream release renamed a private method ingress/protocol.py overrides.
+    monkeypatch.delattr(aiosmtpd.smtp.SMTP, "_getaddr")
+    monkeypatch.delattr(aiosmtpd.smtp.SMTP, "_set_post_data_state")
+
+    with pytest.raises(CommandError) as stopped:
+        call_command("ingress", "--host", "127.0.0.1", "--port", "0", "--processes", "1")
+
+    assert str(stopped.value) == (
+        f"aiosmtpd {aiosmtpd.__version__} lacks _getaddr, _set_post_data_state, which "
+        "ingress/protocol.py relies on; install aiosmtpd>=1.4.6,<1.5 (pyproject.toml)"
+    )

@@ -70,7 +70,7 @@ def test_its_address_parser_answers_as_aiosmtpd_does(arg):
 def _assert_parsed_as_aiosmtpd_does(arg: str) -> None:
     from aiosmtpd.smtp import SMTP
 
-    from ingress.server import ConduitSMTP
+    from ingress.smtp import ConduitSMTP
 
     ours = ConduitSMTP.__new__(ConduitSMTP)
     theirs = SMTP.__new__(SMTP)
@@ -123,7 +123,7 @@ def test_the_protocol_finds_every_hook_through_its_short_dir():
     # every command, AUTH mechanism and handler hook.
     import asyncio
 
-    from ingress.server import protocol_factory
+    from ingress.smtp import protocol_factory
 
     async def build():
         return protocol_factory(hostname="mx.test")()
@@ -142,3 +142,22 @@ def test_the_protocol_finds_every_hook_through_its_short_dir():
         name[len("handle_") :] for name in handler_every if name.startswith("handle_")
     }
     assert {"MAIL", "RCPT", "DATA"} <= set(protocol._handle_hooks)
+
+
+@pytest.mark.parametrize("command", ["HELP", "HELP DATA", "HELP MAIL", "HELP NOSUCH"])
+def test_help_answers_as_the_installed_aiosmtpd_does(ingress, side_by_side, command):
+    from aiosmtpd.smtp import SMTP
+
+    def ask(port: int) -> tuple[int, bytes]:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp:
+            smtp.ehlo("sender.example")
+            return smtp.docmd(command)
+
+    stock_port, _ = side_by_side.port(SMTP, enable_SMTPUTF8=True, auth_require_tls=False)
+    ours, theirs = ask(ingress.port), ask(stock_port)
+
+    assert ours == theirs
+    if command == "HELP":
+        assert b" DATA " in ours[1]
+    if command == "HELP DATA":
+        assert ours == (250, b"Syntax: DATA")

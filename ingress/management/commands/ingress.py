@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ingress.protocol import UnsupportedAiosmtpd
 from ingress.server import process_count, run
 
 
@@ -26,4 +27,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         processes = process_count(options["processes"])
-        run(host=options["host"], port=options["port"], processes=processes)
+        try:
+            run(host=options["host"], port=options["port"], processes=processes)
+        except UnsupportedAiosmtpd as error:
+            raise CommandError(str(error)) from error
