@@ -197,6 +197,17 @@ CONDUIT_SWEEP_INTERVAL = env_float("CONDUIT_SWEEP_INTERVAL", 10.0, minimum=1.0)
 # A pending delivery whose task was enqueued this many seconds ago and has not
 # run is taken to be lost (broker down, worker died); the sweep enqueues it again.
 CONDUIT_REQUEUE_AFTER = env_float("CONDUIT_REQUEUE_AFTER", 60.0, minimum=1.0)
+# Payload templates run in a box (webhooks/templating.py): output size, render
+# time and loop iterations per render. Over a limit the delivery fails for good.
+CONDUIT_TEMPLATE_MAX_OUTPUT_BYTES = env_int(
+    "CONDUIT_TEMPLATE_MAX_OUTPUT_BYTES", 2 * CONDUIT_MAX_MESSAGE_BYTES, minimum=1024
+)
+CONDUIT_TEMPLATE_MAX_RENDER_SECONDS = env_float(
+    "CONDUIT_TEMPLATE_MAX_RENDER_SECONDS", 2.0, minimum=0.01
+)
+CONDUIT_TEMPLATE_MAX_LOOP_ITERATIONS = env_int(
+    "CONDUIT_TEMPLATE_MAX_LOOP_ITERATIONS", 100_000, minimum=1
+)
 CONDUIT_RAW_MESSAGE_RETENTION_DAYS = env_int("CONDUIT_RAW_MESSAGE_RETENTION_DAYS", 7, minimum=1)
 
 # --- Celery ---------------------------------------------------------------

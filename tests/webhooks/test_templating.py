@@ -5,6 +5,7 @@ import json
 import pytest
 
 from webhooks.templating import (
+    RenderLimits,
     TemplateRenderProblem,
     TemplateSyntaxProblem,
     render_payload,
@@ -207,3 +208,130 @@ def test_render_time_errors_become_render_problems():
 
 def test_small_padding_still_works():
     assert render('[{{ from.name|ljust:"7" }}]')[0] == "[Alice  ]"
+
+
+# --- the box: output, loop and time limits ------------------------------------------
+
+SMALL = RenderLimits(max_output_bytes=100_000, max_seconds=60.0, max_loop_iterations=10_000)
+HOSTILE_TEXT = "<" * 1000  # escapejs makes each "<" longer at every pass
+THREE_LOOPS = (
+    "{% for a in text %}{% for b in text %}{% for c in text %}{{ c }}"
+    "{% endfor %}{% endfor %}{% endfor %}"
+)
+NESTED_WITH = "{% with a=text|add:text %}" + "{% with a=a|add:a %}" * 12 + "{{ a|length }}"
+
+
+def boxed(template: str, limits: RenderLimits = SMALL, text: str = HOSTILE_TEXT) -> str:
+    with pytest.raises(TemplateRenderProblem) as caught:
+        render_payload(template=template, payload={"text": text}, limits=limits)
+    return str(caught.value)
+
+
+LOOPS_MESSAGE = (
+    "Template stopped: its loops ran more than 10,000 iterations "
+    "(CONDUIT_TEMPLATE_MAX_LOOP_ITERATIONS); loop over fewer items (nested loops multiply)"
+)
+OUTPUT_MESSAGE = (
+    "Template stopped: its output is over 100,000 bytes (CONDUIT_TEMPLATE_MAX_OUTPUT_BYTES); "
+    "send less of the message, e.g. {{ text|truncatechars:10000|json }}"
+)
+
+
+def test_three_nested_loops_over_the_text_stop_at_the_loop_limit():
+    assert boxed(THREE_LOOPS) == LOOPS_MESSAGE + " (line 1: {% for c in text %})"
+
+
+def test_loops_with_empty_bodies_count_too():
+    template = "{% for a in text %}" * 3 + "{% endfor %}" * 3
+    assert boxed(template).startswith(LOOPS_MESSAGE)
+
+
+def test_reversed_loops_count_too():
+    template = "{% for a in text reversed %}{% for b in text reversed %}x{% endfor %}{% endfor %}"
+    assert boxed(template).startswith(LOOPS_MESSAGE)
+
+
+def test_a_loop_under_the_limit_runs_whole():
+    limits = RenderLimits(max_output_bytes=100_000, max_loop_iterations=1000)
+    body, _ = render_payload(
+        template="{% for c in text %}{{ forloop.counter0|divisibleby:999 }}{% endfor %}",
+        payload={"text": "x" * 1000},
+        limits=limits,
+    )
+    assert body.count(b"True") == 2 and len(body) == 2 * 4 + 998 * 5
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ text }}" * 200,  # repetition without a loop
+        "{% for c in text %}{{ text }}{% endfor %}",  # each iteration adds 1000
+        "{% for c in text %}" + "static text " * 10 + "{% endfor %}",  # text nodes count
+        "{{ text" + "|escapejs" * 30 + " }}",  # a filter chain that keeps growing
+        "{% filter escapejs %}" * 20 + "{{ text }}" + "{% endfilter %}" * 20,
+        NESTED_WITH + "{% endwith %}" * 13,  # doubling without output
+        "{{ text|make_list|join:text }}",  # refused before the join is built
+    ],
+)
+def test_output_and_intermediate_values_stop_at_the_output_limit(template):
+    assert boxed(template).startswith(OUTPUT_MESSAGE)
+
+
+def test_a_limit_hit_inside_an_if_condition_still_fails_the_render():
+    # Django's {% if %} swallows exceptions from its condition; the budget does not.
+    assert boxed("{% if text" + "|escapejs" * 30 + " %}yes{% endif %}").startswith(OUTPUT_MESSAGE)
+    assert boxed("{% if text" + "|escapejs" * 30 + " %}yes{% endif %}after").startswith(
+        OUTPUT_MESSAGE
+    )
+
+
+def test_the_output_limit_counts_the_encoded_bytes():
+    limits = RenderLimits(max_output_bytes=2000)
+    render_payload(template="{{ text }}", payload={"text": "é" * 1000}, limits=limits)
+    with pytest.raises(TemplateRenderProblem, match="its output is over 2,000 bytes"):
+        render_payload(template="{{ text }}{{ text }}", payload={"text": "é" * 1000}, limits=limits)
+
+
+def test_nested_output_is_counted_once():
+    # 3 levels of nesting around 90,000 characters: under a 100,000 limit.
+    template = "{% for a in t %}{% if a %}{% with b=a %}{{ b }}{% endwith %}{% endif %}{% endfor %}"
+    body, _ = render_payload(template=template, payload={"t": ["x" * 900] * 100}, limits=SMALL)
+    assert len(body) == 90_000
+
+
+def test_the_time_limit_stops_a_render():
+    limits = RenderLimits(max_seconds=-1.0)  # already past: deterministic
+    message = boxed("{{ text }}", limits=limits)
+    assert message.startswith(
+        "Template stopped: rendering took longer than -1 s (CONDUIT_TEMPLATE_MAX_RENDER_SECONDS)"
+    )
+
+
+def test_encode_lookups_are_refused_when_saving():
+    with pytest.raises(TemplateSyntaxProblem) as caught:
+        validate_template("ok\n{{ text.encode.hex.encode.hex }}")
+    assert str(caught.value) == (
+        "Template syntax error: payload templates cannot use .encode (text as bytes); use "
+        "the json or urlencode filter (line 2)"
+    )
+
+
+def test_filters_keep_working_in_the_box():
+    body, content_type = render_payload(
+        template='{"s": {{ subject|upper|json }}, "n": {{ envelope.rcpt_to|length }}, '
+        '"j": {{ envelope.rcpt_to|join:", "|json }}, "a": {{ size|add:1 }}}',
+        payload=PAYLOAD,
+        limits=SMALL,
+    )
+    assert content_type == JSON
+    data = json.loads(body)
+    assert data["n"] == 2 and data["a"] == 12346 and data["j"] == "a@x.test, b@x.test"
+
+
+def test_no_template_never_enters_the_box(monkeypatch):
+    def no_settings():
+        raise AssertionError("limits read without a template")
+
+    monkeypatch.setattr(RenderLimits, "from_settings", no_settings)
+    assert render_payload(template=None, payload=PAYLOAD)[1] == JSON
+    assert render_payload(template="", payload=PAYLOAD)[1] == JSON
