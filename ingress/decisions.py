@@ -26,9 +26,8 @@ from domains.services import dns_resolver
 from ingress import throttling
 from policies import checks, mailauth
 from policies.models import SmtpCredential, SmtpSecurityPolicy
-from webhooks import selectors as webhook_selectors
-from webhooks import services as webhook_services
-from webhooks.models import Webhook
+from webhooks import accept as webhook_accept
+from webhooks.accept import Webhook
 
 logger = logging.getLogger("conduit.ingress")
 
@@ -183,7 +182,7 @@ def _check_credentials(*, username: str, password: str) -> Identity | None:
 
 def recipient_facts(address: str) -> RecipientFacts | None:
     """Look a recipient up in the database: None when no active webhook serves it."""
-    webhook = _read(lambda: webhook_selectors.webhook_for_recipient(address))
+    webhook = _read(lambda: webhook_accept.webhook_for_recipient(address))
     if webhook is None:
         return None
     policy = webhook.smtp_security_policy
@@ -406,7 +405,7 @@ def accept_message(message: MessageInput) -> str:
         new = _new_message(
             message, _by_id(recipients), spf_result=spf_result, dkim_domains=dkim_domains
         )
-        [accepted] = webhook_services.messages_accept([new])
+        [accepted] = webhook_accept.messages_accept([new])
     except db.Error:  # OperationalError, InterfaceError: no usable connection
         logger.exception("Database unavailable while accepting a message")
         return DB_UNAVAILABLE
@@ -419,8 +418,8 @@ def _new_message(
     *,
     spf_result: str = "",
     dkim_domains: list[str] | None = None,
-) -> webhook_services.NewMessage:
-    return webhook_services.NewMessage(
+) -> webhook_accept.NewMessage:
+    return webhook_accept.NewMessage(
         raw=message.raw,
         mail_from=message.mail_from,
         recipients=recipients,
@@ -465,7 +464,7 @@ def accept_messages(messages: Sequence[MessageInput]) -> GroupReplies:
                     for route in m.routes.values()
                 }
             )
-            ready: list[tuple[int, webhook_services.NewMessage]] = []
+            ready: list[tuple[int, webhook_accept.NewMessage]] = []
             for index, message in enumerate(messages):
                 if message.routes_current:
                     recipients = _current_recipients(message)
@@ -480,7 +479,7 @@ def accept_messages(messages: Sequence[MessageInput]) -> GroupReplies:
                     replies[index] = NO_RECIPIENTS_LEFT
                 elif not needs_mail_auth:  # else None: the caller runs accept_message for it
                     ready.append((index, _new_message(message, recipients)))
-            accepted = webhook_services.messages_accept([new for _, new in ready], enqueue=False)
+            accepted = webhook_accept.messages_accept([new for _, new in ready], enqueue=False)
     except Exception:
         # Whatever failed (the connection, or one message's data: a value the
         # database refuses, one the driver cannot encode), the group is tried

@@ -23,7 +23,7 @@ from django import db
 from ingress import decisions, routes
 from ingress.protocol import HooksOnlyDir
 from ingress.store import GroupCommitter
-from webhooks.services import BINARY_RAW_BYTES
+from webhooks.accept import BINARY_RAW_BYTES
 
 logger = logging.getLogger("conduit.ingress")
 

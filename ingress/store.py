@@ -21,7 +21,7 @@ import time
 import uuid
 
 from ingress import decisions
-from webhooks import delivery
+from webhooks import accept as webhook_accept
 
 logger = logging.getLogger("conduit.ingress")
 
@@ -98,7 +98,7 @@ class GroupCommitter:
                 stopping = self._fill_last_task(ids)
             if ids:
                 try:
-                    delivery.enqueue_many(ids)
+                    webhook_accept.publish(ids)
                 except Exception:
                     logger.exception("Could not enqueue %d deliveries; the sweep will", len(ids))
                 last_pass = time.monotonic()
@@ -113,7 +113,7 @@ class GroupCommitter:
         two. Returns whether the committer was closed meanwhile.
         """
         deadline = time.monotonic() + LINGER
-        while len(ids) % delivery.TASK_BATCH:
+        while len(ids) % webhook_accept.TASK_BATCH:
             left = deadline - time.monotonic()
             if left <= 0:
                 break

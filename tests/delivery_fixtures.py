@@ -5,7 +5,7 @@ from celery.contrib.testing.worker import start_worker
 
 from conduit.celery import app as celery_app
 from domains.models import Domain
-from webhooks import services
+from webhooks import accept as webhook_accept
 from webhooks.models import Webhook
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -57,7 +57,7 @@ RAW = (
 
 
 def accept(webhook: Webhook, raw: bytes = RAW, rcpt: str | None = None):
-    return services.message_accept(
+    return webhook_accept.message_accept(
         raw=raw,
         mail_from="sender@example.net",
         recipients={webhook.id: [rcpt or webhook.address]},

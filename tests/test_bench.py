@@ -21,7 +21,7 @@ from django.db import connection
 
 from ingress import decisions
 from tests.delivery_fixtures import make_webhook
-from webhooks import services
+from webhooks import accept
 from webhooks.models import InboundMessage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,9 +171,9 @@ def test_it_reads_the_message_id_from_the_header_block_only(raw: bytes, expected
 @pytest.mark.django_db
 def test_it_stores_a_large_message_byte_for_byte(alice, alice_domain) -> None:
     webhook = make_webhook(alice, alice_domain, "http://127.0.0.1:9/")
-    raw = b"Subject: big\r\n\r\n" + bytes(range(256)) * (services.BINARY_RAW_BYTES // 200)
-    assert len(raw) > services.BINARY_RAW_BYTES
-    accepted = services.message_accept(
+    raw = b"Subject: big\r\n\r\n" + bytes(range(256)) * (accept.BINARY_RAW_BYTES // 200)
+    assert len(raw) > accept.BINARY_RAW_BYTES
+    accepted = accept.message_accept(
         raw=raw,
         mail_from="sender@example.net",
         recipients={webhook.id: [webhook.address]},

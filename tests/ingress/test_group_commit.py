@@ -231,7 +231,7 @@ def _enqueuing(monkeypatch) -> Iterator[tuple[GroupCommitter, list[tuple[float, 
     """A committer whose enqueue thread records each pass (when, which ids)."""
     passes: list[tuple[float, list]] = []
     monkeypatch.setattr(
-        "webhooks.delivery.enqueue_many", lambda ids: passes.append((time.monotonic(), list(ids)))
+        "webhooks.accept.publish", lambda ids: passes.append((time.monotonic(), list(ids)))
     )
     committer = GroupCommitter(asyncio.new_event_loop())
     try:

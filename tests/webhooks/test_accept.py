@@ -9,7 +9,7 @@ from django.db import connection
 from django.utils import timezone
 
 from tests.delivery_fixtures import make_webhook
-from webhooks import services
+from webhooks import accept
 from webhooks.models import Delivery, InboundMessage
 
 pytestmark = pytest.mark.django_db
@@ -18,9 +18,9 @@ pytestmark = pytest.mark.django_db
 _THEIRS = {"id", "message_id", "received_at", "created_at", "updated_at"}
 
 
-def _new_messages(first, second) -> list[services.NewMessage]:
+def _new_messages(first, second) -> list[accept.NewMessage]:
     return [
-        services.NewMessage(
+        accept.NewMessage(
             raw=b"Subject: one\r\n\r\nHi\r\n",
             mail_from="jürgen@sender.example",
             recipients={
@@ -34,7 +34,7 @@ def _new_messages(first, second) -> list[services.NewMessage]:
             dkim_domains=["sender.example", "relay.example"],
             smtp_auth_user="relay-user",
         ),
-        services.NewMessage(
+        accept.NewMessage(
             raw=b"",
             mail_from="",
             recipients={second.id: ["c@x.example"]},
@@ -42,7 +42,7 @@ def _new_messages(first, second) -> list[services.NewMessage]:
             helo="",
             message_id_header="<" + "x" * 1200 + ">",
         ),
-        services.NewMessage(
+        accept.NewMessage(
             raw=bytes(range(256)),
             mail_from="bounce@sender.example",
             recipients={first.id: ["a@alice.example"]},
@@ -50,7 +50,7 @@ def _new_messages(first, second) -> list[services.NewMessage]:
             helo="h",
             message_id_header="",
         ),
-        services.NewMessage(
+        accept.NewMessage(
             raw=b"x",
             mail_from="s@sender.example",
             recipients={first.id: ["a@alice.example"]},
@@ -61,7 +61,7 @@ def _new_messages(first, second) -> list[services.NewMessage]:
     ]
 
 
-def _rows(accepted: list[services.AcceptedMessage]) -> list[tuple[dict, list[dict]]]:
+def _rows(accepted: list[accept.AcceptedMessage]) -> list[tuple[dict, list[dict]]]:
     rows = []
     for item in accepted:
         message = InboundMessage.objects.get(id=item.message_id)
@@ -85,8 +85,8 @@ def test_the_single_statement_writes_what_the_orm_writes(alice, alice_domain):
     second = make_webhook(alice, alice_domain, "http://127.0.0.1:9/", address="c@alice.example")
     now = timezone.now()
 
-    together = services._insert_together(_new_messages(first, second), now)
-    with_orm = services._insert_with_orm(_new_messages(first, second), now)
+    together = accept._insert_together(_new_messages(first, second), now)
+    with_orm = accept._insert_with_orm(_new_messages(first, second), now)
 
     assert _rows(together) == _rows(with_orm)
     assert len({i for item in together + with_orm for i in item.delivery_ids}) == 10
@@ -105,6 +105,6 @@ def test_messages_accept_takes_the_single_statement_on_postgresql(
     webhook = make_webhook(alice, alice_domain, "http://127.0.0.1:9/")
 
     with django_assert_num_queries(0):  # psycopg's own cursor: not through Django's
-        accepted = services.messages_accept(_new_messages(webhook, webhook)[2:], enqueue=False)
+        accepted = accept.messages_accept(_new_messages(webhook, webhook)[2:], enqueue=False)
 
     assert InboundMessage.objects.filter(id__in=[a.message_id for a in accepted]).count() == 2
