@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 from celery import Celery
 from celery.app.defaults import DEFAULTS
+from celery.signals import worker_ready
+from django.conf import settings
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "conduit.settings")
 
@@ -22,3 +25,16 @@ def _settle_configuration(sender: Celery, **kwargs: Any) -> None:
     # spellings and fails with AttributeError on the ones not set: ~70 us of
     # the ~400 us a publish took. The values, settled once, are a dict lookup.
     sender.conf.update({key: sender.conf[key] for key in DEFAULTS})
+
+
+@worker_ready.connect
+def _warn_of_private_targets(**kwargs: Any) -> None:
+    # On by default in development (DEBUG), so a first webhook can point at a
+    # receiver on this machine; said once, loudly, where the deliveries happen.
+    if settings.CONDUIT_ALLOW_PRIVATE_TARGETS:
+        logging.getLogger("conduit.delivery").warning(
+            "CONDUIT_ALLOW_PRIVATE_TARGETS is on%s: webhooks may be delivered to loopback "
+            "and private network addresses (127.0.0.1, 10.0.0.0/8, ...). Never run a "
+            "production service this way; set CONDUIT_ALLOW_PRIVATE_TARGETS=false.",
+            " (the default with DEBUG)" if settings.DEBUG else "",
+        )

@@ -19,15 +19,33 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 # Where the embedded defaults keep their files (SQLite, broker queue, cache).
 VAR_DIR = Path(env_str("CONDUIT_VAR_DIR", str(BASE_DIR / "var")))
 
-DEBUG = env_bool("DEBUG", False)
+# bin/serve writes a random development key here on its first run. Where it
+# exists and neither SECRET_KEY nor DEBUG=false is set, this is a development
+# checkout: manage.py in a plain shell then runs as bin/serve's processes do,
+# with this key and DEBUG on. Production sets SECRET_KEY, which always wins.
+DEVELOPMENT_KEY_FILE = VAR_DIR / "secret_key"
+
+
+def _development_key() -> str:
+    if env_str("SECRET_KEY") or not env_bool("DEBUG", True):
+        return ""
+    try:
+        return DEVELOPMENT_KEY_FILE.read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
+_DEVELOPMENT_KEY = _development_key()
+DEBUG = env_bool("DEBUG", bool(_DEVELOPMENT_KEY))
 
 _INSECURE_KEY = "conduit-insecure-development-key-do-not-use-in-production"
-SECRET_KEY = env_str("SECRET_KEY", _INSECURE_KEY)
+SECRET_KEY = env_str("SECRET_KEY") or _DEVELOPMENT_KEY or _INSECURE_KEY
 if not DEBUG and SECRET_KEY == _INSECURE_KEY:
     raise ImproperlyConfigured(
         "SECRET_KEY is not set. Set SECRET_KEY to a long random value "
         "(python -c 'import secrets; print(secrets.token_urlsafe(50))'), "
-        "or set DEBUG=true for local development."
+        "or set DEBUG=true for local development (bin/serve does, and writes a "
+        f"development key to {DEVELOPMENT_KEY_FILE} that manage.py then reads)."
     )
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
@@ -185,7 +203,10 @@ CONDUIT_SMTP_AUTH_MAX_FAILURES_PER_USERNAME = env_int(
 )
 CONDUIT_SMTP_AUTH_FAILURE_WINDOW = env_int("CONDUIT_SMTP_AUTH_FAILURE_WINDOW", 15 * 60, minimum=1)
 
-CONDUIT_ALLOW_PRIVATE_TARGETS = env_bool("CONDUIT_ALLOW_PRIVATE_TARGETS", False)
+# Webhooks to loopback/private addresses: refused in production (SSRF), allowed
+# by default in development so the quickstart's local receiver works; the
+# worker logs a warning at start while it is on.
+CONDUIT_ALLOW_PRIVATE_TARGETS = env_bool("CONDUIT_ALLOW_PRIVATE_TARGETS", DEBUG)
 CONDUIT_ALLOW_HTTP_TARGETS = env_bool("CONDUIT_ALLOW_HTTP_TARGETS", DEBUG)
 CONDUIT_DELIVERY_CONNECT_TIMEOUT = env_float("CONDUIT_DELIVERY_CONNECT_TIMEOUT", 5.0, minimum=0.1)
 CONDUIT_DELIVERY_TIMEOUT = env_float("CONDUIT_DELIVERY_TIMEOUT", 15.0, minimum=0.1)

@@ -153,3 +153,90 @@ def test_the_smtp_protocol_trace_is_off_unless_asked_for():
         )
         assert result.returncode == 0, result.stderr
         assert result.stdout.split() == expected.split()
+
+
+# --- A development checkout: bin/serve has written var/secret_key -------------------
+
+
+def _plain_shell(var_dir: Path, *argv: str, **env: str) -> subprocess.CompletedProcess:
+    """manage.py as a newcomer runs it: no SECRET_KEY, DEBUG, DATABASE_URL or REDIS_URL."""
+    drop = {"SECRET_KEY", "DEBUG", "DATABASE_URL", "REDIS_URL", "CONDUIT_ALLOW_PRIVATE_TARGETS"}
+    clean = {k: v for k, v in os.environ.items() if k not in drop}
+    clean.update(CONDUIT_VAR_DIR=str(var_dir), **env)
+    return subprocess.run(
+        [sys.executable, "manage.py", *argv],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+SHOW_SETTINGS = (
+    "from django.conf import settings; "
+    "print(settings.DEBUG, settings.SECRET_KEY, settings.CONDUIT_ALLOW_PRIVATE_TARGETS)"
+)
+
+
+def test_a_plain_shell_uses_the_development_key_bin_serve_wrote(tmp_path):
+    (tmp_path / "secret_key").write_text("key-written-by-bin-serve\n")
+    result = _plain_shell(tmp_path, "shell", "-v", "0", "-c", SHOW_SETTINGS)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "key-written-by-bin-serve", "True"]
+
+
+def test_createsuperuser_works_in_a_plain_shell_after_bin_serve(tmp_path):
+    (tmp_path / "secret_key").write_text("key-written-by-bin-serve\n")
+    assert _plain_shell(tmp_path, "migrate", "--noinput", "-v", "0").returncode == 0
+    result = _plain_shell(
+        tmp_path,
+        "createsuperuser",
+        "--noinput",
+        DJANGO_SUPERUSER_EMAIL="ops@example.com",
+        DJANGO_SUPERUSER_PASSWORD="a-long-admin-password",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Superuser created successfully." in result.stdout
+
+
+def test_the_development_key_is_not_used_when_debug_is_off(tmp_path):
+    (tmp_path / "secret_key").write_text("key-written-by-bin-serve\n")
+    result = _plain_shell(tmp_path, "check", DEBUG="false")
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr
+
+
+def test_production_is_unchanged_by_a_development_key(tmp_path):
+    # SECRET_KEY set: DEBUG stays off and private targets stay refused.
+    (tmp_path / "secret_key").write_text("key-written-by-bin-serve\n")
+    result = _plain_shell(
+        tmp_path, "shell", "-v", "0", "-c", SHOW_SETTINGS, SECRET_KEY="production-key"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "production-key", "False"]
+
+
+def test_private_targets_follow_debug_unless_set(tmp_path):
+    result = _plain_shell(tmp_path, "shell", "-v", "0", "-c", SHOW_SETTINGS, DEBUG="true")
+    assert result.stdout.split()[::2] == ["True", "True"]
+    result = _plain_shell(
+        tmp_path,
+        "shell",
+        "-v",
+        "0",
+        "-c",
+        SHOW_SETTINGS,
+        DEBUG="true",
+        CONDUIT_ALLOW_PRIVATE_TARGETS="no",
+    )
+    assert result.stdout.split()[::2] == ["True", "False"]
+
+
+def test_the_worker_warns_loudly_while_private_targets_are_allowed(tmp_path):
+    env = {"CONDUIT_VAR_DIR": str(tmp_path), "DATABASE_URL": "", "REDIS_URL": ""}
+    banner = _worker_banner({**env, "DEBUG": "true"})
+    warning = next(line for line in banner.splitlines() if "PRIVATE_TARGETS is on" in line)
+    assert "WARNING" in warning
+    assert "CONDUIT_ALLOW_PRIVATE_TARGETS is on (the default with DEBUG)" in warning
+    assert "CONDUIT_ALLOW_PRIVATE_TARGETS" not in _worker_banner(env)
