@@ -29,6 +29,7 @@ from django.db.models import F, Model, Q
 from django.utils import timezone
 
 from conduit import dbconn
+from conduit.celery import app as celery_app
 from webhooks import outbound, ratelimit, retry
 from webhooks.models import Delivery, DeliveryLog, InboundMessage, Webhook
 from webhooks.payload import AuthResults, Envelope, build_payload
@@ -36,6 +37,13 @@ from webhooks.signing import signature_headers
 from webhooks.templating import TemplateRenderProblem, render_payload
 
 logger = logging.getLogger(__name__)
+
+# The tasks are published by name (webhooks/tasks.py registers them under
+# these): the engine needs the queue, not the module that wraps it. Where the
+# task is registered (a worker) its own apply_async runs; elsewhere (the
+# ingress) the signature falls back to send_task.
+DELIVER_TASK = "webhooks.tasks.deliver"
+DELIVER_MANY_TASK = "webhooks.tasks.deliver_many"
 
 # Retries sooner than this are queued with a countdown; later ones wait for the sweep.
 COUNTDOWN_LIMIT = timedelta(seconds=60)
@@ -468,10 +476,8 @@ def enqueue(*, delivery_id: uuid.UUID, countdown: float | None = None) -> bool:
 
     A failure here loses nothing: the row stays pending and the sweep re-sends it.
     """
-    from webhooks.tasks import deliver_task
-
     try:
-        deliver_task.apply_async(args=[str(delivery_id)], countdown=countdown)
+        celery_app.signature(DELIVER_TASK).apply_async(args=[str(delivery_id)], countdown=countdown)
     except Exception:
         logger.warning("Could not enqueue delivery %s; the sweep will retry", delivery_id)
         return False
@@ -490,14 +496,12 @@ def enqueue_many(ids: Sequence[uuid.UUID]) -> int:
     pending. After one failure the broker is taken to be down and the rest
     are left to the sweep too, rather than each waiting out its own timeout.
     """
-    from conduit.celery import app
-    from webhooks.tasks import deliver_many_task
-
+    deliver_many_task = celery_app.signature(DELIVER_MANY_TASK)
     sent = 0
     try:
         # One producer for the whole pass; the ids as their own argsrepr
         # (Celery's saferepr of them cost a tenth of a publish).
-        with app.producer_or_acquire() as producer:
+        with celery_app.producer_or_acquire() as producer:
             for start in range(0, len(ids), TASK_BATCH):
                 chunk = [str(i) for i in ids[start : start + TASK_BATCH]]
                 deliver_many_task.apply_async(

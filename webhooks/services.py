@@ -89,14 +89,17 @@ def webhook_create(*, account: Account, data: dict, ip: str | None) -> Webhook:
         ),
         active=data.get("active", True),
     )
-    _save_unique(webhook)
-    audit_record(
-        account=account,
-        action="webhook.created",
-        ip=ip,
-        webhook_id=str(webhook.id),
-        address=address,
-    )
+    # The webhook and its audit entry stand or fall together: no change the
+    # audit log does not show, no entry for a change that did not happen.
+    with transaction.atomic():
+        _save_unique(webhook)
+        audit_record(
+            account=account,
+            action="webhook.created",
+            ip=ip,
+            webhook_id=str(webhook.id),
+            address=address,
+        )
     return webhook
 
 
@@ -124,35 +127,41 @@ def webhook_update(*, webhook: Webhook, data: dict, ip: str | None) -> Webhook:
         webhook.active = data["active"]
         if webhook.active:
             webhook.deactivated_reason = ""
-    _save_unique(webhook)
-    if webhook.active and not was_active:
-        # Deliveries held while the webhook was inactive go out now.
-        now = timezone.now()
-        held = Delivery.objects.filter(webhook=webhook, status=Delivery.Status.PENDING)
-        held.update(next_attempt_at=now, enqueued_at=None)
-        transaction.on_commit(delivery.sweep, robust=True)
     changed = sorted(f for f in _AUDITED_FIELDS if getattr(webhook, f) != before[f])
     if data.get("secret"):
         changed.append("secret")
-    audit_record(
-        account=account,
-        action="webhook.updated",
-        ip=ip,
-        webhook_id=str(webhook.id),
-        changed=changed,
-    )
+    # One transaction: the change, the held deliveries made due and the audit
+    # entry stand or fall together, and the sweep that sends those deliveries
+    # runs only once they are committed (it would not see them before).
+    with transaction.atomic():
+        _save_unique(webhook)
+        if webhook.active and not was_active:
+            # Deliveries held while the webhook was inactive go out now.
+            now = timezone.now()
+            held = Delivery.objects.filter(webhook=webhook, status=Delivery.Status.PENDING)
+            held.update(next_attempt_at=now, enqueued_at=None)
+            transaction.on_commit(delivery.sweep, robust=True)
+        audit_record(
+            account=account,
+            action="webhook.updated",
+            ip=ip,
+            webhook_id=str(webhook.id),
+            changed=changed,
+        )
     return webhook
 
 
 def webhook_delete(*, webhook: Webhook, ip: str | None) -> None:
-    audit_record(
-        account=webhook.account,
-        action="webhook.deleted",
-        ip=ip,
-        webhook_id=str(webhook.id),
-        address=webhook.address,
-    )
-    webhook.delete()
+    # The audit entry is written only if the webhook is really gone.
+    with transaction.atomic():
+        audit_record(
+            account=webhook.account,
+            action="webhook.deleted",
+            ip=ip,
+            webhook_id=str(webhook.id),
+            address=webhook.address,
+        )
+        webhook.delete()
 
 
 def webhook_simulate(*, webhook: Webhook, mail_from: str, subject: str, text: str) -> DeliveryLog:

@@ -23,12 +23,12 @@ def _fresh_database_connection(task: Any = None, **kwargs: Any) -> None:
         dbconn.refresh_if_idle()
 
 
-@shared_task(name="webhooks.tasks.deliver", acks_late=True, reject_on_worker_lost=True)
+@shared_task(name=delivery.DELIVER_TASK, acks_late=True, reject_on_worker_lost=True)
 def deliver_task(delivery_id: str) -> str:
     return delivery.deliver(delivery_id=uuid.UUID(delivery_id))
 
 
-@shared_task(name="webhooks.tasks.deliver_many", acks_late=True, reject_on_worker_lost=True)
+@shared_task(name=delivery.DELIVER_MANY_TASK, acks_late=True, reject_on_worker_lost=True)
 def deliver_many_task(delivery_ids: list[str]) -> list[str]:
     # One task for a few deliveries accepted together: one queue round trip
     # instead of one each. Each is claimed on its own, so a repeat is harmless.

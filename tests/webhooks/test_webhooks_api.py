@@ -289,3 +289,67 @@ def test_it_clamps_bad_paging(alice_api, alice, alice_domain):
     r = alice_api.get(f"/api/v1/webhooks/{hook.id}/logs?page=x&page_size=-3")
     assert r.status_code == 200
     assert "page=1&page_size=1" in r["Link"]
+
+
+class AuditDown(Exception):
+    pass
+
+
+def _audit_fails(*args, **kwargs):
+    raise AuditDown
+
+
+def test_it_keeps_the_webhook_unchanged_when_its_audit_entry_cannot_be_written(
+    alice_api, body, monkeypatch
+):
+    created = create(alice_api, body).json()
+    monkeypatch.setattr("webhooks.services.audit_record", _audit_fails)
+
+    r = alice_api.put(f"/api/v1/webhooks/{created['id']}", {"target_url": "https://new.example/x"})
+
+    assert r.status_code == 500
+
+    assert Webhook.objects.get().target_url == "https://hooks.example.com/in"
+
+
+def test_it_creates_no_webhook_without_its_audit_entry(alice_api, body, monkeypatch):
+    monkeypatch.setattr("webhooks.services.audit_record", _audit_fails)
+
+    assert create(alice_api, body).status_code == 500
+
+    assert not Webhook.objects.exists()
+
+
+def test_it_writes_no_deletion_entry_for_a_webhook_that_was_not_deleted(
+    alice_api, alice, body, monkeypatch
+):
+    created = create(alice_api, body).json()
+    monkeypatch.setattr(Webhook, "delete", _audit_fails)
+
+    assert alice_api.delete(f"/api/v1/webhooks/{created['id']}").status_code == 500
+
+    assert not AuditLogEntry.objects.filter(account=alice, action="webhook.deleted").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reactivating_sweeps_the_held_deliveries_once_the_change_is_committed(
+    alice_api, alice, body, monkeypatch
+):
+    created = create(alice_api, body, active=False).json()
+    seen = []
+
+    def sweep():
+        # Runs after the commit: the reactivation and its audit entry are there.
+        seen.append(
+            (
+                Webhook.objects.get(id=created["id"]).active,
+                AuditLogEntry.objects.filter(account=alice, action="webhook.updated").exists(),
+            )
+        )
+
+    monkeypatch.setattr("webhooks.delivery.sweep", sweep)
+
+    r = alice_api.put(f"/api/v1/webhooks/{created['id']}", {"active": True})
+
+    assert r.status_code == 200
+    assert seen == [(True, True)]
