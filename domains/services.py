@@ -97,6 +97,24 @@ def domain_verify(*, domain: Domain, ip: str | None) -> Domain:
             code="verification_failed",
             details={failure.check: [failure.message] for failure in failures},
         )
+    return _mark_verified(domain=domain, ip=ip, action="domain.verified")
+
+
+def domain_verify_without_dns(*, domain: Domain, reason: str) -> Domain:
+    """An operator's verification with no DNS lookup (manage.py domain_verify_dev).
+
+    For a development instance, whose test domains have no public DNS. The same
+    rules as a DNS verification (one verified claim per name; the other claims
+    go); the audit log says who did it and why, under its own action.
+    """
+    if domain.verified:
+        return domain
+    return _mark_verified(
+        domain=domain, ip=None, action="domain.verified_without_dns", reason=reason
+    )
+
+
+def _mark_verified(*, domain: Domain, ip: str | None, action: str, **audit: object) -> Domain:
     # One transaction, with every claim of the name locked in a fixed order: without
     # it two accounts verifying at once could both succeed, or leave behind a claim
     # of a name that now belongs to someone else.
@@ -137,11 +155,12 @@ def domain_verify(*, domain: Domain, ip: str | None) -> Domain:
             )
         audit_record(
             account=domain.account,
-            action="domain.verified",
+            action=action,
             ip=ip,
             domain_id=str(mine.id),
             name=mine.name,
             claims_removed=len(others),
+            **audit,
         )
     return mine
 

@@ -16,9 +16,13 @@ import binascii
 import hashlib
 import hmac
 import secrets
+import time
+from collections.abc import Mapping
 
 SECRET_PREFIX = "whsec_"
 _SECRET_BYTES = 32
+TOLERANCE_SECONDS = 5 * 60
+"""How far a receiver lets webhook-timestamp be from its clock (the spec's suggestion)."""
 
 
 def generate_secret() -> str:
@@ -63,6 +67,48 @@ def signature_headers(*, secret: str, msg_id: str, timestamp: int, body: bytes) 
         "webhook-timestamp": str(int(timestamp)),
         "webhook-signature": sign(secret=secret, msg_id=msg_id, timestamp=timestamp, body=body),
     }
+
+
+class SignatureProblem(ValueError):
+    """A delivery that does not verify; the message says what is wrong."""
+
+
+def verify(
+    *,
+    secret: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    now: int | None = None,
+    tolerance: int = TOLERANCE_SECONDS,
+) -> None:
+    """Check a delivery as a Standard Webhooks receiver does, or raise SignatureProblem.
+
+    For ``manage.py webhook_receiver``; receivers elsewhere use any Standard
+    Webhooks library.
+    """
+    given = {name.lower(): value for name, value in headers.items()}
+    msg_id = given.get("webhook-id", "")
+    stamp = given.get("webhook-timestamp", "")
+    signatures = given.get("webhook-signature", "")
+    if not (msg_id and stamp and signatures):
+        raise SignatureProblem(
+            "the webhook-id, webhook-timestamp and webhook-signature headers are not all there"
+        )
+    try:
+        timestamp = int(stamp)
+    except ValueError:
+        raise SignatureProblem(f"webhook-timestamp {stamp!r} is not a Unix time") from None
+    skew = (int(time.time()) if now is None else now) - timestamp
+    if abs(skew) > tolerance:
+        raise SignatureProblem(
+            f"webhook-timestamp is {skew:+d} s from this machine's clock "
+            f"(at most {tolerance} s either way)"
+        )
+    expected = sign(secret=secret, msg_id=msg_id, timestamp=timestamp, body=body)
+    for candidate in signatures.split():
+        if hmac.compare_digest(candidate, expected):
+            return
+    raise SignatureProblem("no v1 signature in webhook-signature matches the secret")
 
 
 def mask_secret(secret: str) -> str:
