@@ -1,10 +1,7 @@
 from __future__ import annotations
 
-from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth.admin import UserAdmin
-from django.core.exceptions import ValidationError
 from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
@@ -13,71 +10,8 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts import twofactor
 from accounts.models import Account, AccountTOTPDevice, ApiToken, AuditLogEntry, AuthSession
-from conduit.errors import ApiError
+from conduit.admin import ReadOnlyAdminMixin
 from conduit.net import client_ip
-
-# --- The admin site: a second factor for staff who have 2FA on ----------------------
-
-
-class TwoFactorAdminAuthenticationForm(AdminAuthenticationForm):
-    """The admin login form; staff with 2FA on also give a code (or a backup code)."""
-
-    otp_token = forms.CharField(
-        required=False,
-        max_length=32,
-        label="Two-factor code",
-        widget=forms.TextInput(attrs={"autocomplete": "one-time-code"}),
-    )
-
-    def clean(self) -> dict:
-        cleaned_data = super().clean()
-        account = self.get_user()
-        if account is not None and twofactor.totp_is_enabled(account=account):
-            self._verify_second_factor(account, cleaned_data.get("otp_token") or "")
-        return cleaned_data
-
-    def _verify_second_factor(self, account: Account, code: str) -> None:
-        try:
-            if not code:
-                raise ValidationError(
-                    "This account has two-factor authentication: enter the code from your "
-                    "authenticator app, or a backup code.",
-                    code="otp_token_required",
-                )
-            try:
-                device = twofactor.totp_verify_for_admin(
-                    account=account, code=code, ip=client_ip(self.request)
-                )
-            except ApiError as exc:  # a wrong code, or too many of them
-                raise ValidationError(exc.message, code=exc.code) from None
-        except ValidationError:
-            # Not signed in after all (django-otp's template also reads this).
-            self.user_cache = None
-            raise
-        # django-otp's user_logged_in handler keeps the device in the session, and
-        # OTPMiddleware then marks the user verified on each request.
-        account.otp_device = device
-
-
-class TwoFactorAdminSite(admin.AdminSite):
-    """The admin, which staff with 2FA on enter only after giving a code at login.
-
-    conduit/urls.py makes this the class of ``admin.site``, so every app's
-    registrations stay. Unlike django_otp.admin.OTPAdminSite, staff without 2FA
-    still get in with their password alone.
-    """
-
-    login_form = TwoFactorAdminAuthenticationForm
-    # django-otp's login template: the admin's own shows no field beyond the password.
-    login_template = "otp/admin111/login.html"
-
-    def has_permission(self, request: HttpRequest) -> bool:
-        if not super().has_permission(request):
-            return False
-        # is_verified() comes from OTPMiddleware: true once a code was given at login.
-        # Without it, a password-only session (e.g. from /api-auth/login/) would do.
-        return request.user.is_verified() or not twofactor.totp_is_enabled(account=request.user)
-
 
 # Operators see and reset 2FA on the account page below. The plugins' own pages
 # would show every user's TOTP secret (as a QR code) and let devices be added by
@@ -101,7 +35,7 @@ class TwoFactorFilter(admin.SimpleListFilter):
 
 @admin.register(Account)
 class AccountAdmin(UserAdmin):
-    ordering = ["email"]
+    ordering = ["-created_at"]
     list_display = ["email", "is_active", "is_staff", "two_factor", "timezone", "created_at"]
     list_filter = ["is_active", "is_staff", "is_superuser", TwoFactorFilter]
     search_fields = ["email"]
@@ -165,13 +99,14 @@ class ApiTokenAdmin(admin.ModelAdmin):
     readonly_fields = ["id", "account", "token_start", "last_used_at", "created_at"]
     exclude = ["token_hash"]
     list_select_related = ["account"]
+    ordering = ["-created_at"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
 
 @admin.register(AuthSession)
-class AuthSessionAdmin(admin.ModelAdmin):
+class AuthSessionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["id", "account", "created_at", "ip", "revoked_at", "rotated_at"]
     list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
     search_fields = ["account__email", "ip"]
@@ -189,30 +124,23 @@ class AuthSessionAdmin(admin.ModelAdmin):
         "user_agent",
     ]
     list_select_related = ["account"]
+    ordering = ["-created_at"]
     actions = ["revoke"]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    @admin.action(description="Revoke selected sessions")
+    @admin.action(description="Revoke selected sessions", permissions=["operate"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[AuthSession]) -> None:
         count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
         self.message_user(request, f"Revoked {count} session(s).", messages.SUCCESS)
 
 
 @admin.register(AuditLogEntry)
-class AuditLogEntryAdmin(admin.ModelAdmin):
+class AuditLogEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["created_at", "action", "account", "ip"]
     list_filter = ["action"]
     search_fields = ["account__email", "ip", "action"]
     list_select_related = ["account"]
     date_hierarchy = "created_at"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
+    ordering = ["-created_at"]
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False

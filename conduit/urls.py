@@ -2,12 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
-from accounts.admin import TwoFactorAdminSite
-
-# Staff with 2FA on must give a code at the admin login (django-otp's pattern for
-# OTPAdminSite); swapping the class keeps every app's admin registrations.
-admin.site.__class__ = TwoFactorAdminSite
-
+# admin.site is conduit.admin.ConduitAdminSite (AdminConfig.default_site in conduit.apps).
 api_v1 = [
     path("", include("accounts.urls")),
     path("", include("domains.urls")),

@@ -4,6 +4,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from conduit.admin import ReadOnlyAdminMixin
 from conduit.errors import ApiError
 from conduit.net import client_ip
 from domains import services
@@ -11,7 +12,7 @@ from domains.models import Domain
 
 
 @admin.register(Domain)
-class DomainAdmin(admin.ModelAdmin):
+class DomainAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     # Owners claim domains through the API (validated, audited); operators verify
     # them and decide which are public, through the actions only, so that the
     # rules of domains.services (one verified owner per name, public only when
@@ -20,6 +21,7 @@ class DomainAdmin(admin.ModelAdmin):
     list_filter = ["verified", "is_public"]
     search_fields = ["name", "account__email"]
     list_select_related = ["account"]
+    ordering = ["-created_at"]
     readonly_fields = [
         "id",
         "name",
@@ -33,10 +35,7 @@ class DomainAdmin(admin.ModelAdmin):
     ]
     actions = ["mark_public", "mark_not_public", "verify_now"]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    @admin.action(description="Mark public (any account may use it)", permissions=["change"])
+    @admin.action(description="Mark public (any account may use it)", permissions=["operate"])
     def mark_public(self, request: HttpRequest, queryset: QuerySet[Domain]) -> None:
         unverified = queryset.filter(verified=False).count()
         changed = services.domain_set_public(domains=queryset, is_public=True)
@@ -49,12 +48,12 @@ class DomainAdmin(admin.ModelAdmin):
                 messages.WARNING,
             )
 
-    @admin.action(description="Mark not public", permissions=["change"])
+    @admin.action(description="Mark not public", permissions=["operate"])
     def mark_not_public(self, request: HttpRequest, queryset: QuerySet[Domain]) -> None:
         changed = services.domain_set_public(domains=queryset, is_public=False)
         self.message_user(request, f"Marked {changed} domain(s) not public.", messages.SUCCESS)
 
-    @admin.action(description="Verify now (DNS check)", permissions=["change"])
+    @admin.action(description="Verify now (DNS check)", permissions=["operate"])
     def verify_now(self, request: HttpRequest, queryset: QuerySet[Domain]) -> None:
         ip = client_ip(request)
         for domain in queryset.select_related("account"):

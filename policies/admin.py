@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from conduit.admin import ReadOnlyAdminMixin
 from policies.models import SmtpCredential, SmtpSecurityPolicy
 
 
@@ -21,7 +22,7 @@ class SmtpCredentialInline(admin.TabularInline):
 
 
 @admin.register(SmtpSecurityPolicy)
-class SmtpSecurityPolicyAdmin(admin.ModelAdmin):
+class SmtpSecurityPolicyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     # Operators inspect and delete policies here; owners edit them through the API,
     # which validates, normalises and audits every change.
     list_display = [
@@ -36,6 +37,7 @@ class SmtpSecurityPolicyAdmin(admin.ModelAdmin):
     list_filter = ["require_smtp_auth", "require_spf", "require_dkim"]
     search_fields = ["name", "account__email", "credentials__username"]
     list_select_related = ["account"]
+    ordering = ["-created_at"]
     inlines = [SmtpCredentialInline]
     readonly_fields = [
         "id",
@@ -53,9 +55,6 @@ class SmtpSecurityPolicyAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[SmtpSecurityPolicy]:
         return super().get_queryset(request).prefetch_related("credentials")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
 
     @admin.display(description="SMTP usernames")
     def usernames(self, obj: SmtpSecurityPolicy) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from urllib.parse import quote
 
 import pytest
 from django.test import Client
@@ -10,6 +11,7 @@ from django.utils import timezone
 
 from accounts import services
 from accounts.models import AuditLogEntry
+from tests.admin_fixtures import make_delivery
 from tests.delivery_fixtures import RAW, accept, make_webhook
 from tests.factories import AccountFactory
 from webhooks.models import Delivery, DeliveryLog, InboundMessage
@@ -134,3 +136,250 @@ def test_it_keeps_messages_read_only(operator_client, webhook):
     assert page.status_code == 200
     assert "sender@example.net" in page.content.decode()
     assert operator_client.get("/admin/webhooks/inboundmessage/add/").status_code == 403
+
+
+# --- The operator's desk ---------------------------------------------------------
+
+
+@pytest.fixture
+def two_webhooks(alice, alice_domain, bob):
+    from domains.models import Domain
+
+    bob_domain = Domain.objects.create(account=bob, name="bob.example", verified=True)
+    return (
+        make_webhook(alice, alice_domain, "https://hooks.alice.example/"),
+        make_webhook(bob, bob_domain, "https://hooks.bob.example/"),
+    )
+
+
+def listed(page) -> list:
+    return list(page.context["cl"].result_list)
+
+
+def test_it_is_the_projects_admin_site_set_the_documented_way():
+    from django.apps import apps
+    from django.contrib import admin
+
+    from conduit.admin import ConduitAdminSite
+
+    assert type(admin.site._wrapped) is ConduitAdminSite
+    assert apps.get_app_config("admin").default_site == "conduit.admin.ConduitAdminSite"
+
+
+def test_it_links_view_site_to_the_api_docs(operator_client):
+    page = operator_client.get("/admin/")
+    assert page.context["site_url"] == "/api/v1/docs"
+    assert 'href="/api/v1/docs"' in page.content.decode()
+
+
+def test_it_lists_attempts_deliveries_and_messages_newest_first_to_the_second(
+    operator_client, two_webhooks
+):
+    hook, _ = two_webhooks
+    at = timezone.now().replace(microsecond=0) - timedelta(hours=3)
+    old = make_delivery(hook, at=at, message_id="<old@example.net>")
+    new = make_delivery(hook, at=at + timedelta(hours=1), message_id="<new@example.net>")
+
+    logs = listed(operator_client.get("/admin/webhooks/deliverylog/"))
+    assert [log.smtp_message_id for log in logs] == ["<new@example.net>", "<old@example.net>"]
+    assert [d.id for d in listed(operator_client.get("/admin/webhooks/delivery/"))] == [
+        new.id,
+        old.id,
+    ]
+    messages = listed(operator_client.get("/admin/webhooks/inboundmessage/"))
+    assert [m.id for m in messages] == [new.message_id, old.message_id]
+    page = operator_client.get("/admin/webhooks/deliverylog/").content.decode()
+    first_attempt = at + timedelta(seconds=1)
+    assert f"{first_attempt:%Y-%m-%d %H:%M:%S} UTC" in page
+
+
+def test_it_shows_webhook_status_error_sender_and_duration_of_each_attempt(
+    operator_client, two_webhooks
+):
+    hook, _ = two_webhooks
+    long_error = "Could not connect to https://hooks.alice.example/: connection refused " * 3
+    make_delivery(
+        hook,
+        at=timezone.now(),
+        status=Delivery.Status.FAILED,
+        attempts=[(None, long_error)],
+        mail_from="mallory@example.net",
+    )
+    page = operator_client.get("/admin/webhooks/deliverylog/")
+    columns = page.context["cl"].list_display
+    assert columns[:6] == ["attempted_at", "webhook", "status", "short_error", "sender", "duration"]
+    html = page.content.decode()
+    assert "inbox@alice.example" in html
+    assert "no response" in html
+    assert "mallory@example.net" in html
+    assert "10 ms" in html
+    # The error is cut short in its cell; the whole of it is its tooltip.
+    assert f'title="{long_error}"' in html
+    assert html.count(long_error) == 1
+    assert f">{long_error[:40]}" in html and "…</span>" in html
+
+
+def test_it_filters_attempts_by_outcome_webhook_account_and_date(operator_client, two_webhooks):
+    alice_hook, bob_hook = two_webhooks
+    now = timezone.now()
+    make_delivery(alice_hook, at=now, message_id="<ok@x>")
+    make_delivery(
+        alice_hook, at=now, status="failed", attempts=[(503, "HTTP 503")], message_id="<503@x>"
+    )
+    make_delivery(
+        bob_hook, at=now, status="failed", attempts=[(None, "refused")], message_id="<none@x>"
+    )
+    make_delivery(bob_hook, at=now - timedelta(days=40), message_id="<old@x>")
+
+    def ids(query: str) -> set[str]:
+        page = operator_client.get(f"/admin/webhooks/deliverylog/?{query}")
+        assert page.status_code == 200, query
+        return {log.smtp_message_id for log in listed(page)}
+
+    assert ids("outcome=ok") == {"<ok@x>", "<old@x>"}
+    assert ids("outcome=http_error") == {"<503@x>"}
+    assert ids("outcome=no_response") == {"<none@x>"}
+    assert ids(f"webhook__id__exact={bob_hook.id}") == {"<none@x>", "<old@x>"}
+    assert ids(f"webhook__account__id__exact={alice_hook.account_id}") == {"<ok@x>", "<503@x>"}
+    since = quote((now - timedelta(days=7)).isoformat())
+    assert ids(f"attempted_at__gte={since}") == {"<ok@x>", "<503@x>", "<none@x>"}
+    delivery_page = operator_client.get(
+        f"/admin/webhooks/delivery/?status__exact=failed&webhook__account__id__exact={bob_hook.account_id}"
+    )
+    assert [d.message.message_id_header for d in listed(delivery_page)] == ["<none@x>"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/admin/webhooks/deliverylog/",
+        "/admin/webhooks/delivery/",
+        "/admin/webhooks/inboundmessage/",
+    ],
+)
+@pytest.mark.parametrize(
+    ("q", "expected"),
+    [("<wanted@mail.example>", "wanted"), ("carol@example.net", "wanted"), ("inbox@bob", "bob")],
+)
+def test_it_searches_by_message_id_sender_and_recipient(
+    operator_client, two_webhooks, url, q, expected
+):
+    alice_hook, bob_hook = two_webhooks
+    now = timezone.now()
+    make_delivery(
+        alice_hook, at=now, mail_from="carol@example.net", message_id="<wanted@mail.example>"
+    )
+    make_delivery(
+        alice_hook, at=now, mail_from="dave@example.net", message_id="<other@mail.example>"
+    )
+    make_delivery(bob_hook, at=now, mail_from="erin@example.net", message_id="<bob@mail.example>")
+    found = listed(operator_client.get(url, {"q": q}))
+    assert len(found) == 1, (url, q, found)
+    html = operator_client.get(url, {"q": q}).content.decode()
+    assert ("carol@example.net" in html) == (expected == "wanted")
+
+
+def test_it_shows_a_messages_deliveries_and_every_attempt(operator_client, two_webhooks):
+    hook, _ = two_webhooks
+    failed = make_delivery(
+        hook,
+        at=timezone.now(),
+        status=Delivery.Status.FAILED,
+        attempts=[(503, "HTTP 503 from the target"), (None, "Connection refused")],
+    )
+    page = operator_client.get(f"/admin/webhooks/inboundmessage/{failed.message_id}/change/")
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert [log.attempt for log in page.context["attempts"]] == [1, 2]
+    assert "Every attempt (2)" in html
+    assert "HTTP 503 from the target" in html and "Connection refused" in html
+    assert f"/admin/webhooks/delivery/{failed.id}/change/" in html  # the deliveries inline
+
+
+@pytest.mark.parametrize("model", ["deliverylog", "delivery", "inboundmessage"])
+def test_it_offers_no_save_on_records_the_service_writes(operator_client, two_webhooks, model):
+    hook, _ = two_webhooks
+    item = make_delivery(hook, at=timezone.now())
+    record_id = {
+        "deliverylog": item.logs.get().id,
+        "delivery": item.id,
+        "inboundmessage": item.message_id,
+    }[model]
+    url = f"/admin/webhooks/{model}/{record_id}/change/"
+    page = operator_client.get(url)
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'name="_save"' not in html and 'name="_continue"' not in html
+    assert operator_client.post(url, {}).status_code == 403
+    assert operator_client.get(f"/admin/webhooks/{model}/add/").status_code == 403
+
+
+def test_it_redelivers_failed_deliveries_in_bulk_and_skips_those_on_their_way(
+    operator_client, two_webhooks, monkeypatch, django_capture_on_commit_callbacks
+):
+    from webhooks import delivery
+
+    queued = []
+    monkeypatch.setattr(delivery, "enqueue", lambda **kw: queued.append(kw["delivery_id"]))
+    hook, _ = two_webhooks
+    now = timezone.now()
+    failed = [
+        make_delivery(hook, at=now, status="failed", attempts=[(500, "HTTP 500")]) for _ in range(2)
+    ]
+    pending = make_delivery(hook, at=now, status="pending", attempts=[])
+    with django_capture_on_commit_callbacks(execute=True):
+        r = operator_client.post(
+            "/admin/webhooks/delivery/",
+            {"action": "redeliver", "_selected_action": [str(d.id) for d in [*failed, pending]]},
+            follow=True,
+        )
+    assert [str(m) for m in r.context["messages"]] == [
+        "2 deliveries queued again.",
+        "Skipped 1 delivery(ies) still pending or being sent: they are already queued.",
+    ]
+    assert sorted(queued) == sorted(d.id for d in failed)
+    assert set(
+        Delivery.objects.filter(id__in=[d.id for d in failed]).values_list("status", flat=True)
+    ) == {Delivery.Status.PENDING}
+
+
+def test_it_draws_the_last_24_hours_by_outcome_from_one_query(
+    operator_client, two_webhooks, django_assert_num_queries
+):
+    from webhooks.dashboard import delivery_dashboard
+
+    alice_hook, bob_hook = two_webhooks
+    now = timezone.now()
+    for hours_ago in (0, 0, 5):
+        make_delivery(alice_hook, at=now - timedelta(hours=hours_ago))
+    make_delivery(bob_hook, at=now - timedelta(hours=2), status="failed", attempts=[(500, "x")])
+    make_delivery(bob_hook, at=now, status="pending", attempts=[(503, "HTTP 503")])  # retrying
+    make_delivery(alice_hook, at=now, status="pending", attempts=[])  # waiting
+    make_delivery(alice_hook, at=now - timedelta(hours=30), status="failed")  # too old
+
+    with django_assert_num_queries(1):
+        dashboard = delivery_dashboard(now=now)
+
+    assert dashboard.totals == {
+        "delivered": 3,
+        "pending": 1,
+        "delivering": 0,
+        "retrying": 1,
+        "failed": 1,
+    }
+    assert len(dashboard.bars) == 24
+    assert dashboard.bars[-1].counts == {"delivered": 2, "retrying": 1, "pending": 1}
+    assert dashboard.bars[-6].counts == {"delivered": 1}
+    assert dashboard.bars[-3].counts == {"failed": 1}
+    # The tallest bar fills the chart; the others are drawn to its scale.
+    assert sum(s.height for s in dashboard.bars[-1].segments) == dashboard.height
+    assert dashboard.bars[-6].segments[0].height == dashboard.height / 4
+    [failing] = dashboard.failing
+    assert (failing.address, failing.failed, failing.retrying) == ("inbox@bob.example", 1, 1)
+
+    html = operator_client.get("/admin/").content.decode()
+    assert 'id="delivery-dashboard"' in html
+    assert html.count('class="outcome-delivered"') == 2
+    assert "Delivered: <strong>3</strong>" in html
+    assert "Retrying: <strong>1</strong>" in html
+    assert "inbox@bob.example" in html

@@ -1,12 +1,53 @@
 from __future__ import annotations
 
+import uuid
+
 from django.contrib import admin, messages
 from django.db import models, transaction
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.utils.html import format_html
+from django.utils.text import Truncator
 
+from conduit.admin import ReadOnlyAdminMixin
 from webhooks import delivery
 from webhooks.models import Delivery, DeliveryLog, InboundMessage, Webhook
+
+SEARCH_HELP = "Message-ID, sender or recipient address"
+
+
+def _short(text: str, length: int = 60) -> str:
+    """The start of a long text in a list column, the whole of it on hover."""
+    if not text:
+        return ""
+    return format_html('<span title="{}">{}</span>', text, Truncator(text).chars(length))
+
+
+def _recipients(addresses: list[str]) -> str:
+    return ", ".join(addresses)
+
+
+class AttemptOutcomeFilter(admin.SimpleListFilter):
+    title = "outcome"
+    parameter_name = "outcome"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list:
+        return [
+            ("ok", "Delivered (2xx)"),
+            ("http_error", "Refused (HTTP status not 2xx)"),
+            ("no_response", "No response (network, TLS, timeout, blocked)"),
+        ]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[DeliveryLog]) -> QuerySet:
+        if self.value() == "ok":
+            return queryset.filter(http_status__gte=200, http_status__lt=300)
+        if self.value() == "http_error":
+            return queryset.filter(http_status__isnull=False).exclude(
+                http_status__gte=200, http_status__lt=300
+            )
+        if self.value() == "no_response":
+            return queryset.filter(http_status__isnull=True)
+        return queryset
 
 
 class RecentLogsInline(admin.TabularInline):
@@ -39,9 +80,10 @@ class RecentLogsInline(admin.TabularInline):
 @admin.register(Webhook)
 class WebhookAdmin(admin.ModelAdmin):
     list_display = ["address", "account", "target_url", "active", "rate_limit", "created_at"]
-    list_filter = ["active"]
+    list_filter = ["active", ("created_at", admin.DateFieldListFilter)]
     search_fields = ["address", "target_url", "account__email", "name"]
     list_select_related = ["account"]
+    ordering = ["-created_at"]
     readonly_fields = ["id", "log_count", "created_at", "updated_at"]
     exclude = ["secret"]
     raw_id_fields = ["account", "domain", "smtp_security_policy"]
@@ -49,68 +91,206 @@ class WebhookAdmin(admin.ModelAdmin):
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
 
-@admin.register(Delivery)
-class DeliveryAdmin(admin.ModelAdmin):
-    list_display = ["id", "webhook", "status", "attempts", "next_attempt_at", "created_at"]
-    list_filter = ["status"]
-    search_fields = ["id", "webhook__address", "message__mail_from"]
-    list_select_related = ["webhook"]
-    readonly_fields = [
-        "id",
-        "message",
-        "webhook",
-        "rcpt_to",
-        "status",
-        "attempts",
-        "next_attempt_at",
-        "enqueued_at",
-        "leased_until",
-        "last_error",
-        "delivered_at",
-        "created_at",
-        "updated_at",
-    ]
-    actions = ["redeliver"]
+class AttemptInline(admin.TabularInline):
+    """Every HTTP attempt of one delivery, oldest first."""
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    @admin.action(description="Redeliver (same webhook-id)")
-    def redeliver(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
-        count = 0
-        with transaction.atomic():
-            for item in queryset.exclude(status=Delivery.Status.DELIVERING):
-                delivery.redeliver(delivery=item)
-                count += 1
-        self.message_user(request, f"{count} deliveries queued again.", messages.SUCCESS)
-
-
-@admin.register(InboundMessage)
-class InboundMessageAdmin(admin.ModelAdmin):
-    list_display = ["received_at", "mail_from", "client_ip", "size", "spf_result"]
-    search_fields = ["mail_from", "message_id_header", "client_ip"]
-    date_hierarchy = "received_at"
-    exclude = ["raw"]
-
-    def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> list[str]:
-        return [f.name for f in InboundMessage._meta.fields if f.name != "raw"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
+    model = DeliveryLog
+    fields = ["attempt", "attempted_at", "http_status", "duration_ms", "error", "simulated"]
+    readonly_fields = fields
+    ordering = ["attempted_at"]
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = True
+    verbose_name = "attempt"
 
     def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
 
 
-@admin.register(DeliveryLog)
-class DeliveryLogAdmin(admin.ModelAdmin):
-    list_display = ["attempted_at", "webhook", "http_status", "duration_ms", "simulated"]
-    list_filter = ["simulated", "http_status"]
-    search_fields = ["webhook__address", "sender", "smtp_message_id"]
-    list_select_related = ["webhook"]
+@admin.register(Delivery)
+class DeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "created_at",
+        "status",
+        "webhook",
+        "recipients",
+        "sender",
+        "attempts",
+        "next_attempt_at",
+        "short_error",
+    ]
+    list_filter = [
+        "status",
+        "webhook",
+        "webhook__account",
+        ("created_at", admin.DateFieldListFilter),
+    ]
+    search_fields = [
+        "id",
+        "message__message_id_header",
+        "message__mail_from",
+        "rcpt_to",
+        "webhook__address",
+    ]
+    search_help_text = SEARCH_HELP
+    ordering = ["-created_at"]
+    # The whole table may be large: no COUNT(*) of it beside each filtered count.
+    show_full_result_count = False
+    inlines = [AttemptInline]
+    actions = ["redeliver"]
 
-    def get_readonly_fields(self, request: HttpRequest, obj: object = None) -> list[str]:
-        return [f.name for f in DeliveryLog._meta.fields]
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Delivery]:
+        # The raw MIME (up to the SIZE limit each) is never shown here.
+        return (
+            super().get_queryset(request).select_related("webhook", "message").defer("message__raw")
+        )
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
+    @admin.display(description="recipients")
+    def recipients(self, obj: Delivery) -> str:
+        return _recipients(obj.rcpt_to)
+
+    @admin.display(description="sender", ordering="message__mail_from")
+    def sender(self, obj: Delivery) -> str:
+        return obj.message.mail_from or "<>"
+
+    @admin.display(description="last error")
+    def short_error(self, obj: Delivery) -> str:
+        return _short(obj.last_error)
+
+    @admin.action(description="Redeliver (same webhook-id)", permissions=["operate"])
+    def redeliver(self, request: HttpRequest, queryset: QuerySet[Delivery]) -> None:
+        # A pending or delivering one is already on its way: queueing it again
+        # would send it twice.
+        finished = [Delivery.Status.FAILED, Delivery.Status.DELIVERED]
+        skipped = queryset.exclude(status__in=finished).count()
+        count = 0
+        with transaction.atomic():
+            for item in queryset.filter(status__in=finished):
+                delivery.redeliver(delivery=item)
+                count += 1
+        self.message_user(request, f"{count} deliveries queued again.", messages.SUCCESS)
+        if skipped:
+            self.message_user(
+                request,
+                f"Skipped {skipped} delivery(ies) still pending or being sent: they are "
+                "already queued.",
+                messages.WARNING,
+            )
+
+
+class DeliveryInline(admin.TabularInline):
+    model = Delivery
+    fields = ["webhook", "status", "attempts", "next_attempt_at", "delivered_at", "last_error"]
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
+
+
+@admin.register(InboundMessage)
+class InboundMessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "received_at",
+        "mail_from",
+        "recipients",
+        "short_message_id",
+        "client_ip",
+        "size",
+        "spf_result",
+    ]
+    list_filter = [
+        ("received_at", admin.DateFieldListFilter),
+        "deliveries__status",
+        "spf_result",
+    ]
+    search_fields = ["message_id_header", "mail_from", "rcpt_to", "client_ip"]
+    search_help_text = SEARCH_HELP
+    ordering = ["-received_at"]
+    show_full_result_count = False
+    exclude = ["raw"]
+    inlines = [DeliveryInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[InboundMessage]:
+        return super().get_queryset(request).defer("raw")
+
+    @admin.display(description="recipients")
+    def recipients(self, obj: InboundMessage) -> str:
+        return _recipients(obj.rcpt_to)
+
+    @admin.display(description="Message-ID", ordering="message_id_header")
+    def short_message_id(self, obj: InboundMessage) -> str:
+        return _short(obj.message_id_header, 40)
+
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None
+    ) -> HttpResponse:
+        # Every HTTP attempt of every delivery of the message (the template's table):
+        # the logs hang off the deliveries, so they cannot be an inline here.
+        try:
+            message_id = uuid.UUID(object_id)
+        except ValueError:  # no such message: the admin's own view says so
+            attempts = []
+        else:
+            attempts = list(
+                DeliveryLog.objects.filter(delivery__message_id=message_id)
+                .select_related("webhook")
+                .defer("response_body")
+                .order_by("attempted_at", "id")
+            )
+        return super().change_view(
+            request, object_id, form_url, {"attempts": attempts, **(extra_context or {})}
+        )
+
+
+@admin.register(DeliveryLog)
+class DeliveryLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "attempted_at",
+        "webhook",
+        "status",
+        "short_error",
+        "sender",
+        "duration",
+        "attempt",
+        "simulated",
+    ]
+    list_filter = [
+        AttemptOutcomeFilter,
+        "simulated",
+        "webhook",
+        "webhook__account",
+        ("attempted_at", admin.DateFieldListFilter),
+    ]
+    search_fields = ["smtp_message_id", "sender", "delivery__rcpt_to", "webhook__address"]
+    search_help_text = SEARCH_HELP
+    list_select_related = ["webhook"]
+    ordering = ["-attempted_at"]
+    show_full_result_count = False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # The history of attempts stays whole (and each webhook's log_count true).
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[DeliveryLog]:
+        queryset = super().get_queryset(request)
+        # The list never shows the kept response bodies (up to 20 KB each).
+        if request.resolver_match and request.resolver_match.url_name.endswith("changelist"):
+            queryset = queryset.defer("response_body")
+        return queryset
+
+    @admin.display(description="status", ordering="http_status")
+    def status(self, obj: DeliveryLog) -> str:
+        return str(obj.http_status) if obj.http_status is not None else "no response"
+
+    @admin.display(description="error")
+    def short_error(self, obj: DeliveryLog) -> str:
+        return _short(obj.error)
+
+    @admin.display(description="duration", ordering="duration_ms")
+    def duration(self, obj: DeliveryLog) -> str:
+        return f"{obj.duration_ms} ms"

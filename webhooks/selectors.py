@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
-from django.db.models import QuerySet
+from django.db.models import Case, CharField, Count, F, Max, Q, QuerySet, UUIDField, Value, When
+from django.db.models.functions import TruncHour
 
 from accounts.models import Account
 from conduit.errors import NotFound
-from webhooks.models import DeliveryLog, Webhook
+from webhooks.models import Delivery, DeliveryLog, Webhook
 from webhooks.validation import CATCH_ALL
 
 
@@ -77,3 +79,40 @@ def webhook_for_recipient(address: str) -> Webhook | None:
         if webhook is not None:
             return webhook if webhook.active else None
     return None
+
+
+def delivery_outcomes_since(*, since: datetime) -> list[dict]:
+    """Deliveries created since ``since``, counted per hour and outcome, in one query.
+
+    Each row has ``hour``, ``outcome`` (a status, or ``retrying`` for a pending
+    delivery that already failed at least once), ``count`` and ``last_at`` (the
+    newest ``updated_at``). Failed and retrying rows are also split per webhook
+    (``troubled_webhook_id``, ``address``); the others have both empty, so the result stays
+    a few dozen rows however many webhooks there are.
+    """
+    retrying = Q(status=Delivery.Status.PENDING, attempts__gt=0)
+    troubled = retrying | Q(status=Delivery.Status.FAILED)
+    return list(
+        # Naming every status lets PostgreSQL read the (status, -created_at) index
+        # once per status instead of scanning the whole table.
+        Delivery.objects.filter(status__in=Delivery.Status.values, created_at__gte=since)
+        .annotate(
+            hour=TruncHour("created_at"),
+            outcome=Case(
+                When(retrying, then=Value("retrying")),
+                default=F("status"),
+                output_field=CharField(),
+            ),
+            troubled_webhook_id=Case(
+                When(troubled, then=F("webhook_id")), default=None, output_field=UUIDField()
+            ),
+            address=Case(
+                When(troubled, then=F("webhook__address")),
+                default=Value(""),
+                output_field=CharField(),
+            ),
+        )
+        .values("hour", "outcome", "troubled_webhook_id", "address")
+        .annotate(count=Count("id"), last_at=Max("updated_at"))
+        .order_by()
+    )

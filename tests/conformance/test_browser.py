@@ -4,7 +4,9 @@ by Playwright, against the live server.
 - /api/v1/docs: Swagger UI from drf-spectacular-sidecar (no CDN) shows every operation;
 - the admin login page;
 - the admin's change page of a webhook, for an operator (staff superuser without 2FA)
-  who signed in through that login page.
+  who signed in through that login page;
+- the operator's desk at 1280 px: the index's chart, the lists of attempts, deliveries
+  and messages, a message's page with every attempt; nothing wider than the window.
 
 Each must load without a console error, an uncaught script error, a failed request or
 an answer >= 400 (a missing static file shows up as a 404 here).
@@ -15,6 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -22,10 +25,11 @@ from django.utils import timezone
 from playwright import sync_api
 
 from domains.models import Domain
+from tests.admin_fixtures import make_delivery
 from tests.conformance.conftest import load_openapi
 from tests.delivery_fixtures import make_webhook
 from tests.factories import PASSWORD
-from webhooks.models import DeliveryLog
+from webhooks.models import Delivery, DeliveryLog
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -134,6 +138,16 @@ def page(browser_context, live_server, transactional_db) -> Iterator[tuple[objec
         tab.close()
 
 
+def sign_in(tab, live_server, operator) -> None:
+    """Through the admin's login page, as an operator does."""
+    tab.goto(f"{live_server.url}/admin/login/?next=/admin/", wait_until="networkidle")
+    tab.fill("#id_username", operator.email)
+    tab.fill("#id_password", PASSWORD)
+    with tab.expect_navigation(wait_until="networkidle"):
+        tab.click("input[type=submit]")
+    assert tab.locator("#user-tools").is_visible(), tab.content()[:2000]
+
+
 def test_the_api_docs_render_every_operation(page, live_server):
     tab, problems = page
     tab.goto(f"{live_server.url}/api/v1/docs", wait_until="networkidle")
@@ -176,12 +190,7 @@ def test_an_operator_sees_a_webhooks_change_page(page, live_server, django_user_
         sender="sender@example.net",
     )
 
-    tab.goto(f"{live_server.url}/admin/login/?next=/admin/", wait_until="networkidle")
-    tab.fill("#id_username", operator.email)
-    tab.fill("#id_password", PASSWORD)
-    with tab.expect_navigation(wait_until="networkidle"):
-        tab.click("input[type=submit]")
-    assert tab.locator("#user-tools").is_visible(), tab.content()[:2000]
+    sign_in(tab, live_server, operator)
 
     tab.goto(
         f"{live_server.url}/admin/webhooks/webhook/{webhook.id}/change/", wait_until="networkidle"
@@ -189,4 +198,70 @@ def test_an_operator_sees_a_webhooks_change_page(page, live_server, django_user_
     assert tab.input_value("#id_address") == "inbox@ops.example"
     assert tab.input_value("#id_name") == "Ops inbox"
     assert "503" in tab.inner_text("#content-main")  # the recent delivery logs inline
+    problems.assert_none()
+
+
+LONG_ERROR = (
+    "Could not connect to https://a-rather-long-host-name.hooks.ops.example/receive/email "
+    "after 5.0 s: [Errno 111] Connection refused; the next attempt follows the retry "
+    "schedule (attempt 3 of 10, in 4 minutes)"
+)
+
+
+def test_the_operators_desk_fits_a_1280px_window(page, live_server, django_user_model):
+    tab, problems = page
+    tab.set_viewport_size({"width": 1280, "height": 900})
+    operator = django_user_model.objects.create_superuser(
+        email="operator@conduit.example", password=PASSWORD
+    )
+    domain = Domain.objects.create(account=operator, name="ops.example", verified=True)
+    webhook = make_webhook(
+        operator,
+        domain,
+        "https://a-rather-long-host-name.hooks.ops.example/receive/email?token=" + "x" * 80,
+        address="a.rather.long.local.part.for.an.inbox@ops.example",
+    )
+    now = timezone.now()
+    for n in range(6):
+        make_delivery(webhook, at=now - timedelta(hours=n, minutes=5))
+    failed = make_delivery(
+        webhook,
+        at=now - timedelta(minutes=30),
+        status=Delivery.Status.FAILED,
+        attempts=[(503, "HTTP 503 from the target"), (None, LONG_ERROR)],
+        message_id="<" + "a-very-long-message-id." * 8 + "@mail.example.net>",
+    )
+    sign_in(tab, live_server, operator)
+
+    pages = [
+        "/admin/",
+        "/admin/webhooks/deliverylog/",
+        "/admin/webhooks/delivery/",
+        "/admin/webhooks/inboundmessage/",
+        f"/admin/webhooks/inboundmessage/{failed.message_id}/change/",
+        f"/admin/webhooks/delivery/{failed.id}/change/",
+        f"/admin/webhooks/webhook/{webhook.id}/change/",
+    ]
+    for path in pages:
+        tab.goto(f"{live_server.url}{path}", wait_until="networkidle")
+        widths = tab.evaluate(
+            "() => ({page: document.documentElement.scrollWidth, window: window.innerWidth})"
+        )
+        assert widths["page"] <= widths["window"], (path, widths)
+        if path.endswith("/admin/webhooks/deliverylog/"):
+            # The list of attempts fits whole: no column hidden behind a scroll bar.
+            results = tab.eval_on_selector(
+                "#changelist .results", "el => [el.scrollWidth, el.clientWidth]"
+            )
+            assert results[0] <= results[1], results
+
+    tab.goto(f"{live_server.url}/admin/", wait_until="networkidle")
+    chart = tab.locator("#delivery-dashboard svg.delivery-chart")
+    assert chart.is_visible()
+    box = chart.bounding_box()
+    assert box["width"] > 400 and box["height"] > 50, box
+    assert tab.locator("#delivery-dashboard rect.outcome-delivered").count() == 6
+    assert tab.locator("#delivery-dashboard rect.outcome-failed").count() == 1
+    failing = tab.inner_text("#delivery-dashboard table.failing-webhooks")
+    assert webhook.address in failing
     problems.assert_none()
