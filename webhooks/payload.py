@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from webhooks.mail.charsets import repair_8bit, scrub_surrogates
 from webhooks.mail.headers import addresses, decode_header, format_date, optional, references
 from webhooks.mail.html import html_to_text
-from webhooks.mail.mime import Walker, parse, safe
+from webhooks.mail.mime import Walker, parse
 
 __all__ = ["AuthResults", "Envelope", "build_payload"]
 
@@ -48,8 +48,8 @@ def build_payload(
 ) -> dict:
     """Build the default webhook payload for one delivery of ``raw``.
 
-    Never raises on malformed mail (a webhook must still be delivered for it); see the module
-    docstring for every decoding decision. The result is JSON-serialisable as is.
+    Never raises on malformed mail (a webhook must still be delivered for it); docs/payload.md
+    gives every decoding decision. The result is JSON-serialisable as is.
     """
     if isinstance(raw, str):  # tolerate callers handing us text
         raw = raw.encode("utf-8", "surrogateescape")
@@ -58,7 +58,7 @@ def build_payload(
     headers: list[dict[str, str]] = []
     first: dict[str, str] = {}
     address_values: dict[str, list[str]] = {key: [] for key in _ADDRESS_FIELDS.values()}
-    for name, value in safe(lambda: list(message.raw_items()), []):
+    for name, value in message.headers:
         name = scrub_surrogates(repair_8bit(str(name)))
         lower = name.lower()
         decoded = decode_header(value)

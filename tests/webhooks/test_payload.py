@@ -638,7 +638,7 @@ def test_it_survives_malformed_headers():
     assert payload["to"] == [{"address": "real@example.org", "name": ""}]
     assert payload["cc"] == []
     assert payload["from"] is not None
-    assert payload["from"]["address"] == "example..com"
+    assert payload["from"]["address"] == "bad@@example..com"
     assert payload["text"] == "Still delivered.\n"
     assert {"name": "X-Latin1", "value": "café"} in payload["headers"]
     assert {"name": "Date", "value": "sometime last week, probably"} in payload["headers"]

@@ -1,24 +1,34 @@
-"""One pass over a message's MIME tree: body texts and attachments (docs/payload.md)."""
+"""One pass over a message's MIME tree: body texts and attachments (docs/payload.md).
+
+The tree is read from the original bytes by offsets (``Part``), not by the email package:
+header blocks are read leniently (``headers.read_header_block``), boundaries are found the
+way mail clients find them and every part, forwarded messages included, is a slice of the
+bytes the sender wrote.
+"""
 
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
-import io
+import quopri
 import re
-from dataclasses import dataclass
-from email import policy as email_policy
-from email.generator import BytesGenerator
-from email.message import EmailMessage, Message
-from email.parser import BytesParser
+from dataclasses import dataclass, field
 from typing import Any
 
 from webhooks.mail.charsets import decode_bytes
-from webhooks.mail.headers import decode_header, unfold
+from webhooks.mail.headers import (
+    decode_header,
+    disposition_type,
+    media_type,
+    parameters,
+    read_header_block,
+)
+from webhooks.mail.tnef import TNEF_TYPES, tnef_attachments
 
-_PARSE_POLICY = email_policy.default
-# Re-serialises embedded messages (message/rfc822) close to byte-for-byte: never refold.
-_SERIALIZE_POLICY = email_policy.default.clone(linesep="\r\n", refold_source="none")
+# Deeper multiparts than this are delivered as text, not walked (a hostile message can nest
+# thousands of levels; no mail client goes near this).
+MAX_DEPTH = 64
 
 
 def safe(function: Any, default: Any) -> Any:
@@ -28,11 +38,111 @@ def safe(function: Any, default: Any) -> Any:
         return default
 
 
-# The stdlib's structured parse of Content-Type/Content-Disposition is quadratic in the
-# header's length; real values are far below this, so longer ones get a crude parse instead.
-_MAX_STRUCTURED_HEADER = 8192
-_TOKEN_RE = re.compile(r"[!#$%&'*+.^`|~\w-]+/[!#$%&'*+.^`|~\w-]+")
-_CRUDE_NAME_RE = re.compile(r"""\b(?:file)?name\*?\s*=\s*"?([^";]{1,1024})""", re.IGNORECASE)
+@dataclass
+class Part:
+    """One MIME entity: its header fields and where its body lies in the message's bytes."""
+
+    raw: bytes
+    headers: list[tuple[str, str]]
+    body_start: int
+    body_end: int
+    default_type: str = "text/plain"
+    children: list[Part] | None = None  # None for a leaf; [] for a multipart without parts
+
+    def header(self, name: str) -> str | None:
+        for field_name, value in self.headers:
+            if field_name.lower() == name:
+                return value
+        return None
+
+    @property
+    def body(self) -> bytes:
+        return self.raw[self.body_start : self.body_end]
+
+
+def _strip_line_break(raw: bytes, start: int, end: int) -> int:
+    """The end of a part before a delimiter: the CRLF before it belongs to the delimiter."""
+    if end - 2 >= start and raw[end - 2 : end] == b"\r\n":
+        return end - 2
+    if end - 1 >= start and raw[end - 1 : end] == b"\n":
+        return end - 1
+    return end
+
+
+def _delimiters(raw: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int, int, bool]]:
+    """(line start, line end, is closing) of every delimiter line of ``boundary``."""
+    marker = b"--" + boundary
+    found = []
+    position = start
+    while True:
+        index = raw.find(marker, position, end)
+        if index < 0:
+            return found
+        position = index + len(marker)
+        if index != start and raw[index - 1] != 0x0A:
+            continue
+        newline = raw.find(b"\n", position, end)
+        line_end = end if newline < 0 else newline + 1
+        rest = raw[position:line_end].rstrip(b"\r\n")
+        closing = rest.startswith(b"--")
+        if closing:
+            rest = rest[2:]
+        if not rest.strip(b" \t"):
+            found.append((index, line_end, closing))
+
+
+def _split(raw: bytes, start: int, end: int, boundary: bytes) -> list[tuple[int, int]] | None:
+    """The (start, end) of each body part, or None when no delimiter line is found.
+
+    A closing delimiter followed by more delimiters of the same boundary does not end the
+    multipart: that is how a nested part reusing its parent's boundary hides the parts after
+    it from strict parsers, and mail clients show those parts.
+    """
+    delimiters = _delimiters(raw, start, end, boundary)
+    if not delimiters:
+        return None
+    spans = []
+    for (_, line_end, closing), following in zip(delimiters, [*delimiters[1:], None], strict=True):
+        if closing:
+            continue
+        if following is None:
+            spans.append((line_end, end))  # no closing delimiter: the part runs to the end
+        else:
+            spans.append((line_end, _strip_line_break(raw, line_end, following[0])))
+    return spans
+
+
+def parse(raw: bytes) -> Part:
+    return _parse_part(raw, 0, len(raw), "text/plain", (), 0)
+
+
+def _parse_part(
+    raw: bytes, start: int, end: int, default_type: str, boundaries: tuple[bytes, ...], depth: int
+) -> Part:
+    headers, body_start = read_header_block(raw, start, end)
+    part = Part(raw, headers, body_start, end, default_type)
+    content_type = part.header("content-type")
+    if not media_type(content_type, default_type).startswith("multipart/") or depth >= MAX_DEPTH:
+        return part
+    boundary_text = parameters(content_type).get("boundary", "").rstrip()
+    boundary = boundary_text.encode("utf-8", "surrogateescape")
+    if not boundary:
+        return part
+    if boundary in boundaries:
+        # Reuses an enclosing boundary: that multipart took every delimiter line, so the
+        # parts this one seems to hold are its siblings (see _split).
+        part.children = []
+        return part
+    spans = _split(raw, body_start, end, boundary)
+    if spans is None:
+        return part
+    child_default = (
+        "message/rfc822" if media_type(content_type, "") == "multipart/digest" else "text/plain"
+    )
+    part.children = [
+        _parse_part(raw, s, e, child_default, (*boundaries, boundary), depth + 1) for s, e in spans
+    ]
+    return part
 
 
 @dataclass
@@ -44,6 +154,74 @@ class _PartInfo:
     filename: str | None
     charset: str | None
     content_id: str | None
+    transfer_encoding: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _part_info(part: Part) -> _PartInfo:
+    content_type = part.header("content-type")
+    disposition = part.header("content-disposition")
+    type_parameters = parameters(content_type)
+    filename = parameters(disposition).get("filename") or type_parameters.get("name")
+    return _PartInfo(
+        content_type=media_type(content_type, part.default_type),
+        disposition=disposition_type(disposition),
+        filename=_clean_filename(filename),
+        charset=type_parameters.get("charset"),
+        content_id=_clean_content_id(part.header("content-id")),
+        transfer_encoding=(part.header("content-transfer-encoding") or "").strip().lower(),
+    )
+
+
+_BASE64_JUNK_RE = re.compile(rb"[^A-Za-z0-9+/]")
+
+
+def _decode_base64(data: bytes) -> bytes:
+    """Base64 as mail clients decode it: junk characters and a stray last one are ignored."""
+    with contextlib.suppress(binascii.Error, ValueError):
+        return binascii.a2b_base64(data)
+    cleaned = _BASE64_JUNK_RE.sub(b"", data)
+    if len(cleaned) % 4 == 1:
+        cleaned = cleaned[:-1]
+    return binascii.a2b_base64(cleaned + b"=" * (-len(cleaned) % 4))
+
+
+def _decode_uuencode(data: bytes) -> bytes:
+    out = bytearray()
+    for line in data.splitlines():
+        if line.startswith(b"begin ") or not line.strip():
+            continue
+        if line.strip() == b"end":
+            break
+        try:
+            out += binascii.a2b_uu(line)
+        except binascii.Error:
+            # Some encoders add padding the decoder does not want: cut the line to its length.
+            with contextlib.suppress(binascii.Error, IndexError):
+                out += binascii.a2b_uu(line[: ((line[0] - 32) & 63) * 4 // 3 + 5])
+    return bytes(out)
+
+
+def _part_bytes(part: Part, encoding: str) -> bytes:
+    """The decoded (transfer-encoding removed) bytes of a leaf part."""
+    data = part.body
+    try:
+        if encoding == "base64":
+            return _decode_base64(data)
+        if encoding == "quoted-printable":
+            return quopri.decodestring(data)
+        if encoding in ("x-uuencode", "uuencode", "x-uue", "uue"):
+            return _decode_uuencode(data)
+    except Exception:
+        return data
+    return data
+
+
+def _body_text(data: bytes, charset: str | None) -> str:
+    text = decode_bytes(data, charset)
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return text.replace("\r\n", "\n")
 
 
 def _clean_filename(value: Any) -> str | None:
@@ -58,79 +236,6 @@ def _clean_content_id(value: str | None) -> str | None:
         return None
     value = decode_header(value).strip().strip("<>").strip()
     return value or None
-
-
-def _part_info(part: Message) -> _PartInfo:
-    raw: dict[str, str] = {}
-    for name, value in part.raw_items():
-        lower = str(name).lower()
-        if lower in ("content-type", "content-disposition", "content-id"):
-            raw.setdefault(lower, str(value))
-    content_id = _clean_content_id(raw.get("content-id"))
-    if all(len(raw.get(h, "")) <= _MAX_STRUCTURED_HEADER for h in raw):
-        return _PartInfo(
-            content_type=safe(part.get_content_type, None) or "text/plain",
-            disposition=safe(part.get_content_disposition, None),
-            filename=_clean_filename(safe(part.get_filename, None)),
-            charset=safe(part.get_content_charset, None),
-            content_id=content_id,
-        )
-    # Oversized (hostile) headers: a linear best effort.
-    content_type_value = unfold(raw.get("content-type", ""))
-    match = _TOKEN_RE.match(content_type_value.strip())
-    if match:
-        content_type = match.group().lower()
-    elif "content-type" in raw:
-        content_type = "application/octet-stream"
-    else:
-        content_type = safe(part.get_default_type, None) or "text/plain"
-    disposition_value = unfold(raw.get("content-disposition", ""))
-    disposition = disposition_value.partition(";")[0].strip().lower() or None
-    name_match = _CRUDE_NAME_RE.search(disposition_value) or _CRUDE_NAME_RE.search(
-        content_type_value
-    )
-    return _PartInfo(
-        content_type=content_type,
-        disposition=disposition,
-        filename=_clean_filename(name_match.group(1)) if name_match else None,
-        charset=None,
-        content_id=content_id,
-    )
-
-
-def _part_bytes(part: Message) -> bytes:
-    """The decoded (transfer-encoding removed) bytes of a leaf part."""
-    data = safe(lambda: part.get_payload(decode=True), None)
-    if isinstance(data, bytes):
-        return data
-    payload = safe(part.get_payload, "")
-    if isinstance(payload, str):
-        return payload.encode("utf-8", "surrogateescape")
-    return b""
-
-
-def _serialize_embedded(part: Message) -> bytes:
-    """The body of a message/* part (the embedded message) as bytes."""
-    try:
-        buffer = io.BytesIO()
-        BytesGenerator(buffer, policy=_SERIALIZE_POLICY).flatten(part, unixfrom=False)
-        flattened = buffer.getvalue()
-    except Exception:
-        try:
-            flattened = part.as_bytes(policy=email_policy.compat32.clone(linesep="\r\n"))
-        except Exception:
-            return b""
-    if flattened.startswith(b"\r\n"):
-        return flattened[2:]
-    _, separator, body = flattened.partition(b"\r\n\r\n")
-    return body if separator else b""
-
-
-def _body_text(part: Message, charset: str | None) -> str:
-    text = decode_bytes(_part_bytes(part), charset)
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    return text.replace("\r\n", "\n")
 
 
 def _attachment(info: _PartInfo, data: bytes) -> dict[str, Any]:
@@ -155,9 +260,9 @@ class Walker:
         self.html: str | None = None
         self.attachments: list[dict[str, Any]] = []
 
-    def walk(self, message: Message) -> None:
+    def walk(self, message: Part) -> None:
         # Iterative depth-first walk in document order: no recursion limit to hit.
-        stack: list[Message] = [message]
+        stack: list[Part] = [message]
         while stack:
             part = stack.pop()
             try:
@@ -165,42 +270,32 @@ class Walker:
             except Exception:
                 self._visit_fallback(part)
 
-    def _visit(self, part: Message, stack: list[Message]) -> None:
-        if part.is_multipart():
-            info = _part_info(part)
-            if info.content_type.startswith("message/"):
-                # message/rfc822 forwards, delivery-status reports: the embedded message.
-                self.attachments.append(_attachment(info, _serialize_embedded(part)))
-                return
-            children = part.get_payload()
-            if isinstance(children, list):
-                stack.extend(reversed(children))
+    def _visit(self, part: Part, stack: list[Part]) -> None:
+        if part.children is not None:
+            stack.extend(reversed(part.children))
             return
-
         info = _part_info(part)
+        data = _part_bytes(part, info.transfer_encoding)
         if info.content_type.startswith("multipart/"):
-            # A multipart without a usable boundary: the parser left its body as one string.
+            if not data.strip():
+                return  # an empty multipart (e.g. an empty alternative) holds nothing
+            # A multipart without a usable boundary: its body is all we have, as text.
             info.content_type = "text/plain"
         is_body_candidate = info.disposition != "attachment" and info.filename is None
         if is_body_candidate and info.content_type == "text/plain" and self.text is None:
-            self.text = _body_text(part, info.charset)
+            self.text = _body_text(data, info.charset)
             return
         if is_body_candidate and info.content_type == "text/html" and self.html is None:
-            self.html = _body_text(part, info.charset)
+            self.html = _body_text(data, info.charset)
             return
-        self.attachments.append(_attachment(info, _part_bytes(part)))
+        # Everything else is delivered as it is: message/* parts (forwards, reports) are
+        # the embedded message's own bytes.
+        self.attachments.append(_attachment(info, data))
+        if info.content_type in TNEF_TYPES or (info.filename or "").lower() == "winmail.dat":
+            self.attachments.extend(tnef_attachments(data))
 
-    def _visit_fallback(self, part: Message) -> None:
+    def _visit_fallback(self, part: Part) -> None:
         """Last resort for a part that broke the normal path: keep its bytes if we can."""
         with contextlib.suppress(Exception):
             info = _PartInfo("application/octet-stream", None, None, None, None)
-            self.attachments.append(_attachment(info, _part_bytes(part)))
-
-
-def parse(raw: bytes) -> Message:
-    with contextlib.suppress(Exception):
-        return BytesParser(policy=_PARSE_POLICY).parsebytes(raw)
-    try:
-        return BytesParser(policy=_PARSE_POLICY).parsebytes(raw, headersonly=True)
-    except Exception:
-        return EmailMessage(policy=_PARSE_POLICY)
+            self.attachments.append(_attachment(info, part.body))
