@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from conduit.browsable import BrowsableActionMixin
 from conduit.net import client_ip
 from conduit.schema import error, errors, no_content
 from domains import selectors, services
@@ -108,7 +109,13 @@ class DomainView(APIView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class DomainVerifyView(APIView):
+class DomainVerifyView(BrowsableActionMixin, APIView):
+    """Checks the domain's TXT and MX records and marks it verified when both are right."""
+
+    def form_page_data(self, request: Request, id: uuid.UUID) -> dict:
+        domain = selectors.get_domain_for_account(account=request.user, domain_id=id)
+        return _body(domain, request)
+
     @extend_schema(
         operation_id="verifyDomain",
         tags=["Domains"],

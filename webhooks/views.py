@@ -11,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from conduit.browsable import BrowsableActionMixin
 from conduit.net import client_ip
 from conduit.pagination import PAGE_PARAMETERS_NOTE, paginate
 from conduit.schema import PAGE_PARAMETERS, error, errors, no_content
@@ -179,7 +180,15 @@ class DeliveryLogView(APIView):
         return Response(DeliveryLogResponseSerializer(log).data)
 
 
-class SimulateWebhookView(APIView):
+class SimulateWebhookView(BrowsableActionMixin, APIView):
+    """Sends a synthetic message to the webhook, once, and shows what came back."""
+
+    form_serializer_class = SimulateWebhookRequestSerializer
+
+    def form_page_data(self, request: Request, id: uuid.UUID) -> dict:
+        webhook = selectors.get_webhook_for_account(account=request.user, webhook_id=id)
+        return WebhookResponseSerializer(webhook).data
+
     @extend_schema(
         operation_id="simulateWebhook",
         parameters=[WEBHOOK_ID],
