@@ -116,7 +116,7 @@ def test_it_recognises_a_transfer_encoding_with_trailing_blanks():
 
 
 def test_it_decodes_base64_with_a_stray_character():
-    assert payload("3-base64-stray-character.eml")["text"] == "Hello, world!"
+    assert payload("3-base64-stray-character.eml")["text"] == "Hello, world"
 
 
 def test_it_decodes_a_base64_encoded_forwarded_message():
@@ -200,7 +200,8 @@ def test_it_repairs_raw_8bit_file_names():
 
 
 def test_one_invalid_byte_does_not_spoil_a_utf8_field():
-    assert payload("6-mixed-8bit-field.eml")["subject"] == "Zoë and René"
+    # "ü" in UTF-8 right before a Latin-1 "ß": one run of 8-bit bytes, two encodings.
+    assert payload("6-mixed-8bit-field.eml")["subject"] == "Zoë and Grüße"
 
 
 # --- 7. Smaller ---------------------------------------------------------------------------
