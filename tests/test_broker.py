@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from queue import Empty
+
+import pytest
+from kombu import Connection
+
 from conduit import broker
 from conduit.celery import app
 
@@ -42,7 +47,8 @@ def test_the_file_system_broker_looks_at_its_queue_every_50_ms(tmp_path):
     code = (
         "from conduit.celery import app\n"
         "with app.connection_for_write() as connection:\n"
-        "    print(connection.transport.driver_type, connection.transport.polling_interval)\n"
+        "    transport = connection.transport\n"
+        "    print(type(transport).__name__, transport.driver_type, transport.polling_interval)\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
     env.update(SECRET_KEY="s", CONDUIT_VAR_DIR=str(tmp_path))
@@ -55,4 +61,36 @@ def test_the_file_system_broker_looks_at_its_queue_every_50_ms(tmp_path):
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["filesystem", "0.05"]
+    assert result.stdout.split() == ["FileSystemTransport", "filesystem", "0.05"]
+
+
+# --- The file-system channel, against the installed kombu ---------------------------
+
+
+@pytest.fixture
+def file_channel(tmp_path):
+    options = {"data_folder_in": str(tmp_path), "data_folder_out": str(tmp_path)}
+    options["processed_folder"] = str(tmp_path / "processed")
+    options["control_folder"] = str(tmp_path / "control")
+    with Connection(
+        "filesystem://", transport=broker.FileSystemTransport, transport_options=options
+    ) as connection:
+        yield connection.default_channel
+
+
+def test_a_message_written_by_the_file_channel_is_read_by_kombus_reader(file_channel, tmp_path):
+    file_channel._put("jobs", {"body": "hello", "n": 1})
+    files = [p.name for p in tmp_path.iterdir() if p.is_file()]
+    assert len(files) == 1
+    assert files[0].endswith(".jobs.msg")
+    assert not list(tmp_path.glob(".*"))  # the hidden part file was renamed away
+    assert file_channel._get("jobs") == {"body": "hello", "n": 1}
+    with pytest.raises(Empty):
+        file_channel._get("jobs")
+
+
+def test_kombus_reader_skips_a_message_still_being_written(file_channel, tmp_path):
+    # What a worker sees while _put writes: an empty file under the hidden name.
+    (tmp_path / ".1000_3f0c1a6e-0000-4000-8000-000000000000.jobs.msg.part").write_bytes(b"")
+    with pytest.raises(Empty):
+        file_channel._get("jobs")
