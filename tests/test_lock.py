@@ -107,3 +107,8 @@ def test_bin_serve_installs_from_the_lock():
     text = (ROOT / "bin" / "serve").read_text()
     assert "pip install -q --require-hashes -r requirements.lock" in text
     assert "pip install -q --no-deps -e ." in text
+
+
+def test_it_was_written_by_bin_lock():
+    # bin/lock passes the flags that make the lock usable anywhere (PyPI's hashes only).
+    assert "#    bin/lock\n" in LOCK.read_text()
