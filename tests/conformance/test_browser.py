@@ -6,7 +6,8 @@ by Playwright, against the live server.
 - the admin's change page of a webhook, for an operator (staff superuser without 2FA)
   who signed in through that login page;
 - the operator's desk at 1280 px: the index's chart, the lists of attempts, deliveries
-  and messages, a message's page with every attempt; nothing wider than the window.
+  and messages, a message's page with every attempt; nothing wider than the window;
+- the browsable API's form for simulateWebhook, sent with its POST button.
 
 Each must load without a console error, an uncaught script error, a failed request or
 an answer >= 400 (a missing static file shows up as a 404 here).
@@ -264,4 +265,31 @@ def test_the_operators_desk_fits_a_1280px_window(page, live_server, django_user_
     assert tab.locator("#delivery-dashboard rect.outcome-failed").count() == 1
     failing = tab.inner_text("#delivery-dashboard table.failing-webhooks")
     assert webhook.address in failing
+    problems.assert_none()
+
+
+def test_a_signed_in_browser_runs_simulate_from_its_form(
+    page, live_server, django_user_model, httpserver, delivery_settings
+):
+    tab, problems = page
+    httpserver.expect_request("/hook", method="POST").respond_with_data("ok")
+    operator = django_user_model.objects.create_superuser(
+        email="operator@conduit.example", password=PASSWORD
+    )
+    domain = Domain.objects.create(account=operator, name="ops.example", verified=True)
+    webhook = make_webhook(operator, domain, httpserver.url_for("/hook"))
+    sign_in(tab, live_server, operator)
+
+    tab.goto(f"{live_server.url}/api/v1/webhooks/{webhook.id}/simulate", wait_until="networkidle")
+    form = tab.locator("#post-generic-content-form")
+    assert "sender@example.com" in form.locator("textarea").input_value()
+    form.locator("button", has_text="POST").click()
+    # The page's script posts the form's JSON and replaces the page with the answer.
+    tab.wait_for_function(
+        """() => (document.querySelector('.response-info') || {innerText: ''})
+            .innerText.includes('"simulated": true')""",
+        timeout=15_000,
+    )
+    assert "HTTP 200 OK" in tab.inner_text(".response-info")
+    assert len(httpserver.log) == 1
     problems.assert_none()
