@@ -17,6 +17,7 @@ from tests.delivery_fixtures import (  # noqa: F401  (fixtures)
     celery_worker,
     delivery_settings,
     public_domain,
+    storage_half,
     webhook,
 )
 from tests.dns_fixtures import dns_server  # noqa: F401  (a fixture)

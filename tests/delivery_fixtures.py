@@ -6,9 +6,18 @@ from celery.contrib.testing.worker import start_worker
 from conduit.celery import app as celery_app
 from domains.models import Domain
 from webhooks import accept as webhook_accept
+from webhooks import storage
 from webhooks.models import Webhook
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+@pytest.fixture(params=["postgresql", "orm"])
+def storage_half(request, monkeypatch) -> str:
+    """Runs a test twice: with the PostgreSQL statements of webhooks/storage.py,
+    and with their ORM twins (what SQLite runs) on the same database."""
+    monkeypatch.setattr(storage, "FAST_PATHS", request.param == "postgresql")
+    return request.param
 
 
 @pytest.fixture

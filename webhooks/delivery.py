@@ -11,12 +11,16 @@ row is still due, so duplicate tasks (a sweep re-send, a redelivered message
 after a worker died) are harmless: one of them gets the row, the others skip.
 The HTTP request runs with no transaction or lock held; a lease on the row lets
 the sweep take it back if the worker dies in the middle.
+
+Read top to bottom: deliver() claims (_claim), sends (send), decides the next
+state from the attempt's outcome (next_state, a pure function) and records it
+(_record). Every statement runs in webhooks/storage.py.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
+import random
 import time
 import uuid
 from collections.abc import Sequence
@@ -24,13 +28,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, connections, transaction
-from django.db.models import F, Model, Q
+from django.db import transaction
 from django.utils import timezone
 
-from conduit import dbconn
 from conduit.celery import app as celery_app
-from webhooks import outbound, ratelimit, retry
+from webhooks import outbound, ratelimit, retry, storage
 from webhooks.models import Delivery, DeliveryLog, InboundMessage, Webhook
 from webhooks.payload import AuthResults, Envelope, build_payload
 from webhooks.signing import signature_headers
@@ -129,7 +131,7 @@ def send(*, webhook: Webhook, payload: dict, webhook_message_id: str) -> SendRes
     return SendResult(attempt=result, attempted_at=attempted_at)
 
 
-def log_attempt(
+def attempt_log(
     *,
     webhook: Webhook,
     sent: SendResult,
@@ -139,8 +141,9 @@ def log_attempt(
     attempt: int = 1,
     simulated: bool = False,
 ) -> DeliveryLog:
+    """The log row of one attempt, not yet written (storage.record_attempt writes it)."""
     result = sent.attempt
-    log = DeliveryLog.objects.create(
+    return DeliveryLog(
         webhook=webhook,
         delivery=delivery,
         attempt=attempt,
@@ -153,147 +156,30 @@ def log_attempt(
         smtp_message_id=smtp_message_id,
         simulated=simulated,
     )
-    Webhook.objects.filter(id=webhook.id).update(log_count=F("log_count") + 1)
-    return log
 
 
-# --- Claiming -----------------------------------------------------------------
-
-
-def _claimable(now: datetime) -> Q:
-    """Rows a worker may take now: due pending ones, and stale leases of dead workers."""
-    due = Q(status=Delivery.Status.PENDING) & (
-        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
-    )
-    stale = Q(status=Delivery.Status.DELIVERING, leased_until__lte=now)
-    return due | stale
-
-
-def _read_delivery(delivery_id: uuid.UUID) -> Delivery | None:
-    """The delivery with its webhook and message. A connection found dead here
-    (workers check theirs only when idle) is replaced and the read run again."""
-
-    def read() -> Delivery | None:
-        found = Delivery.objects.select_related("webhook", "message").filter(id=delivery_id)
-        return next(iter(found), None)  # not .first(): no ORDER BY for a primary key
-
-    return dbconn.read_reconnecting(read)
-
-
-class _Rows:
-    """Model instances from columns read with hand-written SQL: the column list
-    for a SELECT, and the ORM's own conversions (JSON) applied to the values."""
-
-    def __init__(self, model: type[Model]) -> None:
-        self.model = model
-        fields = model._meta.concrete_fields
-        self.attnames = [f.attname for f in fields]
-        self.columns = [f.column for f in fields]
-        self.converters = [
-            (i, f, converters)
-            for i, f in enumerate(fields)
-            if (converters := f.get_db_converters(connection))
-        ]
-
-    def select(self, table: str) -> str:
-        return ", ".join(f"{table}.{connection.ops.quote_name(c)}" for c in self.columns)
-
-    def build(self, values: Sequence[object]) -> Model:
-        row = list(values)
-        for i, field, converters in self.converters:
-            for convert in converters:
-                row[i] = convert(row[i], field, connection)
-        return self.model.from_db(connection.alias, self.attnames, row)
-
-
-@functools.cache
-def _claim_query(alias: str) -> tuple[str, _Rows, _Rows, _Rows]:
-    """The claim statement and how to read its row, built once per database."""
-    quote = connections[alias].ops.quote_name
-    deliveries, webhooks, messages = (_Rows(model) for model in (Delivery, Webhook, InboundMessage))
-    sql = (
-        f"WITH claimed AS (UPDATE {quote(Delivery._meta.db_table)} AS d "  # noqa: S608
-        "SET status = %(delivering)s, leased_until = %(leased_until)s, updated_at = %(now)s "
-        f"FROM {quote(Webhook._meta.db_table)} AS hook "
-        "WHERE d.id = %(id)s AND hook.id = d.webhook_id "
-        "AND hook.active AND hook.rate_limit = 0 AND ("
-        "(d.status = %(pending)s"
-        " AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= %(now)s))"
-        " OR (d.status = %(delivering)s AND d.leased_until <= %(now)s)) "
-        f"RETURNING {', '.join(f'd.{quote(c)}' for c in deliveries.columns)}) "
-        f"SELECT {deliveries.select('claimed')}, "
-        f"{webhooks.select('w')}, {messages.select('m')} "
-        f"FROM claimed JOIN {quote(Webhook._meta.db_table)} AS w ON w.id = claimed.webhook_id "
-        f"JOIN {quote(InboundMessage._meta.db_table)} AS m ON m.id = claimed.message_id"
-    )
-    return sql, deliveries, webhooks, messages
-
-
-def _claim_in_one_statement(delivery_id: uuid.UUID, now: datetime) -> Delivery | None:
-    """The usual claim as one statement: a due delivery of an active webhook
-    without a rate limit is leased and read with its webhook and message.
-
-    None when that does not apply (not due, taken, inactive, rate-limited,
-    gone); _claim's general path then sorts out which. The ORM's read and
-    update, compiled for every delivery, were a quarter of a worker's CPU.
-    """
-    sql, deliveries, webhooks, messages = _claim_query(connection.alias)
-    params = {
-        "id": delivery_id,
-        "now": now,
-        "leased_until": now + _lease(),
-        "pending": Delivery.Status.PENDING.value,
-        "delivering": Delivery.Status.DELIVERING.value,
-    }
-
-    def run() -> tuple | None:
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchone()
-
-    # Safe to run again: if a first run's UPDATE committed unseen, the second
-    # finds the row leased and the lease's expiry gives it back to the sweep.
-    row = dbconn.read_reconnecting(run)
-    if row is None:
-        return None
-    ends_delivery = len(deliveries.columns)
-    ends_webhook = ends_delivery + len(webhooks.columns)
-    delivery = deliveries.build(row[:ends_delivery])
-    delivery.webhook = webhooks.build(row[ends_delivery:ends_webhook])
-    delivery.message = messages.build(row[ends_webhook:])
-    return delivery
+# --- Claim -------------------------------------------------------------------
 
 
 def _claim(delivery_id: uuid.UUID) -> Delivery | None:
     """Move the delivery to 'delivering' under a lease if it is due; None otherwise.
 
     One conditional UPDATE that only matches while the row is still
-    claimable: of two workers holding the same id (a sweep re-send, a
-    redelivered task), exactly one gets the row. No transaction or lock is
-    held beyond that statement. On PostgreSQL the usual case is that one
-    statement (_claim_in_one_statement); otherwise, and for the rest, one read
-    decides what to do.
+    claimable (storage.claimable): of two workers holding the same id (a
+    sweep re-send, a redelivered task), exactly one gets the row. No
+    transaction or lock is held beyond that statement. On PostgreSQL the
+    usual case is that one statement (storage.claim_due); otherwise, and for
+    the rest, one read decides what to do.
     """
     now = timezone.now()
-    if connection.vendor == "postgresql":
-        claimed = _claim_in_one_statement(delivery_id, now)
-        if claimed is not None:
-            return claimed
-    delivery = _read_delivery(delivery_id)
+    claimed = storage.claim_due(delivery_id, now, lease=_lease())
+    if claimed is not None:
+        return claimed
+    delivery = storage.read_claimable(delivery_id, now)
     if delivery is None:
-        return None  # gone
-    due = delivery.status == Delivery.Status.PENDING and (
-        delivery.next_attempt_at is None or delivery.next_attempt_at <= now
-    )
-    stale = (
-        delivery.status == Delivery.Status.DELIVERING
-        and delivery.leased_until is not None
-        and delivery.leased_until <= now
-    )
-    if not (due or stale):
-        return None
+        return None  # gone, not due, or taken
     # Every write below matches only while the row is still claimable.
-    claimable = Delivery.objects.filter(_claimable(now), id=delivery.id)
+    claimable = storage.claimable_row(delivery.id, now)
     webhook = delivery.webhook
     if not webhook.active:
         # Kept, not dropped: reactivating the webhook delivers it.
@@ -317,9 +203,7 @@ def _claim(delivery_id: uuid.UUID) -> Delivery | None:
             leased_until=None,
             updated_at=now,
         ):
-            transaction.on_commit(
-                lambda: enqueue(delivery_id=delivery.id, countdown=wait), robust=True
-            )
+            enqueue(delivery_id=delivery.id, countdown=wait)
         return None
     leased_until = now + _lease()
     if not claimable.update(
@@ -331,28 +215,56 @@ def _claim(delivery_id: uuid.UUID) -> Delivery | None:
     return delivery
 
 
-def _record(*, delivery: Delivery, sent: SendResult) -> None:
-    """Write the attempt's log and move the delivery to its next state, together."""
-    result = sent.attempt
-    attempts = delivery.attempts + 1
-    outcome = retry.classify(http_status=result.http_status, error_kind=result.error_kind)
-    if result.error_kind == outbound.ErrorKind.TEMPLATE:
-        outcome = "final"
-    now = timezone.now()
-    update: dict = {"attempts": attempts, "leased_until": None, "last_error": result.error or ""}
+# --- Decide: the attempt's outcome → the delivery's next state ------------------
+
+
+@dataclass(frozen=True)
+class NextState:
+    """What an attempt leads to: the delivery's new fields, when to queue the
+    retry's task (seconds; None when the sweep will), and why to deactivate
+    the webhook (a 410), if so."""
+
+    update: dict
     countdown: float | None = None
+    deactivate: str = ""
+
+
+def next_state(
+    *,
+    attempt: outbound.AttemptResult,
+    attempts_made: int,
+    now: datetime,
+    rng: random.Random | None = None,
+) -> NextState:
+    """The pure rule of the state machine: delivered, pending again for a
+    retry, or failed. ``attempts_made`` includes this attempt."""
+    outcome = retry.classify(http_status=attempt.http_status, error_kind=attempt.error_kind)
+    if attempt.error_kind == outbound.ErrorKind.TEMPLATE:
+        outcome = "final"
+    last_error = attempt.error or ""
+    if attempt.http_status is not None and not last_error:
+        last_error = f"HTTP {attempt.http_status}"
+    update: dict = {
+        "attempts": attempts_made,
+        "leased_until": None,
+        "last_error": last_error,
+        "updated_at": now,
+    }
     if outcome == "delivered":
-        update.update(status=Delivery.Status.DELIVERED, delivered_at=now, next_attempt_at=None)
-    elif outcome == "retry":
-        retry_after = retry.parse_retry_after(result.retry_after, now=now)
-        delay = retry.next_delay(
-            attempts_made=attempts,
-            retry_after=retry_after,
-            slow_down=result.error_kind == outbound.ErrorKind.TIMEOUT or result.http_status == 429,
+        update.update(
+            status=Delivery.Status.DELIVERED, delivered_at=now, next_attempt_at=None, last_error=""
         )
-        if delay is None:
-            update.update(status=Delivery.Status.FAILED, next_attempt_at=None)
-        else:
+        return NextState(update)
+    if outcome == "retry":
+        retry_after = retry.parse_retry_after(attempt.retry_after, now=now)
+        delay = retry.next_delay(
+            attempts_made=attempts_made,
+            retry_after=retry_after,
+            slow_down=attempt.error_kind == outbound.ErrorKind.TIMEOUT
+            or attempt.http_status == 429,
+            rng=rng,
+        )
+        if delay is not None:
             due = now + delay
             short = delay <= COUNTDOWN_LIMIT
             update.update(
@@ -360,84 +272,34 @@ def _record(*, delivery: Delivery, sent: SendResult) -> None:
                 next_attempt_at=due,
                 enqueued_at=due if short else None,
             )
-            countdown = delay.total_seconds() if short else None
-    else:
-        update.update(status=Delivery.Status.FAILED, next_attempt_at=None)
-    if result.http_status is not None and not update["last_error"]:
-        update["last_error"] = f"HTTP {result.http_status}"
-    if outcome == "delivered":
-        update["last_error"] = ""
+            return NextState(update, countdown=delay.total_seconds() if short else None)
+    update.update(status=Delivery.Status.FAILED, next_attempt_at=None)
+    if outcome == "gone":
+        reason = f"The target answered 410 Gone at {now:%Y-%m-%d %H:%M:%S} UTC"
+        return NextState(update, deactivate=reason)
+    return NextState(update)
 
+
+# --- Record ------------------------------------------------------------------
+
+
+def _record(*, delivery: Delivery, sent: SendResult) -> None:
+    """Write the attempt's log and move the delivery to its next state, together
+    (and on a 410 deactivate the webhook); then queue a near retry."""
+    attempts = delivery.attempts + 1
+    state = next_state(attempt=sent.attempt, attempts_made=attempts, now=timezone.now())
     message = delivery.message
-    if outcome != "gone" and connection.vendor == "postgresql":
-        _record_in_one_statement(
-            delivery=delivery, sent=sent, attempt=attempts, update={"updated_at": now, **update}
-        )
-        if countdown is not None:
-            transaction.on_commit(
-                lambda: enqueue(delivery_id=delivery.id, countdown=countdown), robust=True
-            )
-        return
-    # The log, the delivery's new state and a 410's deactivation stand or fall together.
-    with transaction.atomic():
-        log_attempt(
-            webhook=delivery.webhook,
-            sent=sent,
-            sender=message.mail_from,
-            smtp_message_id=message.message_id_header,
-            delivery=delivery,
-            attempt=attempts,
-        )
-        Delivery.objects.filter(id=delivery.id).update(updated_at=now, **update)
-        if outcome == "gone":
-            Webhook.objects.filter(id=delivery.webhook_id).update(
-                active=False,
-                deactivated_reason=f"The target answered 410 Gone at {now:%Y-%m-%d %H:%M:%S} UTC",
-                updated_at=now,
-            )
-        if countdown is not None:
-            transaction.on_commit(
-                lambda: enqueue(delivery_id=delivery.id, countdown=countdown), robust=True
-            )
-
-
-def _record_in_one_statement(
-    *, delivery: Delivery, sent: SendResult, attempt: int, update: dict
-) -> None:
-    """What _record writes (the log row, the webhook's log counter and the
-    delivery's new state) as one statement, so one round trip and atomic without
-    a transaction around it. The ORM would compile three statements for it,
-    which cost more CPU than the delivery's HTTP request."""
-    result = sent.attempt
-    message = delivery.message
-    log_columns = {
-        "id": uuid.uuid4(),
-        "webhook_id": delivery.webhook_id,
-        "delivery_id": delivery.id,
-        "attempt": attempt,
-        "attempted_at": sent.attempted_at,
-        "duration_ms": result.duration_ms,
-        "http_status": result.http_status,
-        "error": result.error or "",
-        "response_body": result.response_body,
-        "sender": message.mail_from,
-        "smtp_message_id": message.message_id_header,
-        "simulated": False,
-    }
-    delivery_columns = {Delivery._meta.get_field(name).column: v for name, v in update.items()}
-    # Table and column names from the models, values as parameters.
-    log_table, webhook_table = DeliveryLog._meta.db_table, Webhook._meta.db_table
-    values = ", ".join(["%s"] * len(log_columns))
-    assignments = ", ".join(f"{column} = %s" for column in delivery_columns)
-    sql = (
-        f"WITH new_log AS (INSERT INTO {log_table} ({', '.join(log_columns)}) "  # noqa: S608
-        f"VALUES ({values})), "
-        f"counted AS (UPDATE {webhook_table} SET log_count = log_count + 1 WHERE id = %s) "
-        f"UPDATE {Delivery._meta.db_table} SET {assignments} WHERE id = %s"
+    log = attempt_log(
+        webhook=delivery.webhook,
+        sent=sent,
+        sender=message.mail_from,
+        smtp_message_id=message.message_id_header,
+        delivery=delivery,
+        attempt=attempts,
     )
-    params = [*log_columns.values(), delivery.webhook_id, *delivery_columns.values(), delivery.id]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+    storage.record_attempt(log=log, update=state.update, deactivate=state.deactivate)
+    if state.countdown is not None:
+        enqueue(delivery_id=delivery.id, countdown=state.countdown)
 
 
 def deliver(*, delivery_id: uuid.UUID) -> str:
@@ -516,23 +378,7 @@ def enqueue_many(ids: Sequence[uuid.UUID]) -> int:
 
 def sweep(*, limit: int = 500) -> int:
     """Enqueue deliveries that are due but whose task is not (or no longer) queued."""
-    now = timezone.now()
-    due = Q(status=Delivery.Status.PENDING, next_attempt_at__lte=now) & (
-        Q(enqueued_at__isnull=True) | Q(enqueued_at__lte=now - _requeue_after())
-    )
-    stale = Q(status=Delivery.Status.DELIVERING, leased_until__lte=now)
-    with transaction.atomic():
-        ids = list(
-            Delivery.objects.select_for_update(skip_locked=True)
-            .filter(due | stale)
-            .order_by("next_attempt_at")
-            .values_list("id", flat=True)[:limit]
-        )
-        # A dead worker's row goes back to pending, so the claim treats it as due.
-        Delivery.objects.filter(id__in=ids, status=Delivery.Status.DELIVERING).update(
-            status=Delivery.Status.PENDING, next_attempt_at=now, leased_until=None
-        )
-        Delivery.objects.filter(id__in=ids).update(enqueued_at=now)
+    ids = storage.take_for_sweep(now=timezone.now(), requeue_after=_requeue_after(), limit=limit)
     enqueue_many(ids)
     return len(ids)
 

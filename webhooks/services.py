@@ -13,7 +13,7 @@ from accounts.services import audit_record
 from conduit.errors import Conflict, Unprocessable
 from domains.models import Domain
 from policies.models import SmtpSecurityPolicy
-from webhooks import delivery
+from webhooks import delivery, storage
 from webhooks.compose import build_simulated_message
 from webhooks.models import Delivery, DeliveryLog, Webhook
 from webhooks.payload import AuthResults, Envelope, build_payload
@@ -180,11 +180,8 @@ def webhook_simulate(*, webhook: Webhook, mail_from: str, subject: str, text: st
     sent = delivery.send(
         webhook=webhook, payload=payload, webhook_message_id=f"msg_sim_{uuid.uuid4().hex}"
     )
-    with transaction.atomic():
-        return delivery.log_attempt(
-            webhook=webhook,
-            sent=sent,
-            sender=mail_from,
-            smtp_message_id=message_id,
-            simulated=True,
-        )
+    log = delivery.attempt_log(
+        webhook=webhook, sent=sent, sender=mail_from, smtp_message_id=message_id, simulated=True
+    )
+    storage.record_attempt(log=log, update={})
+    return log

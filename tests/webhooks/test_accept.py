@@ -9,16 +9,16 @@ from django.db import connection
 from django.utils import timezone
 
 from tests.delivery_fixtures import make_webhook
-from webhooks import accept
+from webhooks import accept, storage
 from webhooks.models import Delivery, InboundMessage
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("storage_half")]
 
 # Filled by the database or by the time of the insert, not by the input.
 _THEIRS = {"id", "message_id", "received_at", "created_at", "updated_at"}
 
 
-def _new_messages(first, second) -> list[accept.NewMessage]:
+def _new_messages(first, second) -> list[storage.NewMessage]:
     return [
         accept.NewMessage(
             raw=b"Subject: one\r\n\r\nHi\r\n",
@@ -85,8 +85,8 @@ def test_the_single_statement_writes_what_the_orm_writes(alice, alice_domain):
     second = make_webhook(alice, alice_domain, "http://127.0.0.1:9/", address="c@alice.example")
     now = timezone.now()
 
-    together = accept._insert_together(_new_messages(first, second), now)
-    with_orm = accept._insert_with_orm(_new_messages(first, second), now)
+    together = storage._insert_together(_new_messages(first, second), now)
+    with_orm = storage._insert_with_orm(_new_messages(first, second), now)
 
     assert _rows(together) == _rows(with_orm)
     assert len({i for item in together + with_orm for i in item.delivery_ids}) == 10
@@ -99,12 +99,69 @@ def test_the_single_statement_writes_what_the_orm_writes(alice, alice_domain):
         assert abs(message.received_at - now) < timedelta(seconds=5)
 
 
-def test_messages_accept_takes_the_single_statement_on_postgresql(
-    alice, alice_domain, django_assert_num_queries
+def test_messages_accept_takes_the_half_the_storage_chose(
+    alice, alice_domain, storage_half, django_assert_num_queries
 ):
     webhook = make_webhook(alice, alice_domain, "http://127.0.0.1:9/")
+    # The single statement goes through psycopg's own cursor, not Django's;
+    # the ORM half's two bulk inserts do.
+    queries = 0 if storage_half == "postgresql" else 2
 
-    with django_assert_num_queries(0):  # psycopg's own cursor: not through Django's
+    with django_assert_num_queries(queries):
         accepted = accept.messages_accept(_new_messages(webhook, webhook)[2:], enqueue=False)
 
     assert InboundMessage.objects.filter(id__in=[a.message_id for a in accepted]).count() == 2
+    assert Delivery.objects.filter(message_id__in=[a.message_id for a in accepted]).count() == 2
+
+
+def test_both_halves_record_an_attempt_alike(alice, alice_domain, monkeypatch):
+    from webhooks import delivery
+    from webhooks.models import DeliveryLog, Webhook
+    from webhooks.outbound import AttemptResult
+
+    webhook = make_webhook(alice, alice_domain, "http://127.0.0.1:9/")
+    now = timezone.now()
+    sent = delivery.SendResult(
+        attempt=AttemptResult(
+            http_status=500,
+            duration_ms=7,
+            error="",
+            error_kind=None,
+            response_body="oops",
+            retry_after=None,
+        ),
+        attempted_at=now,
+    )
+    written = {}
+    for fast in (True, False):
+        monkeypatch.setattr(storage, "FAST_PATHS", fast)
+        [delivery_id] = accept.messages_accept(_new_messages(webhook, webhook)[2:3], enqueue=False)[
+            0
+        ].delivery_ids
+        row = Delivery.objects.select_related("message").get(id=delivery_id)
+        log = delivery.attempt_log(
+            webhook=webhook,
+            sent=sent,
+            sender="s@x.example",
+            smtp_message_id="<m@x>",
+            delivery=row,
+            attempt=1,
+        )
+        state = delivery.next_state(attempt=sent.attempt, attempts_made=1, now=now)
+        storage.record_attempt(log=log, update=state.update)
+        written[fast] = (
+            _columns(DeliveryLog.objects.get(delivery_id=delivery_id)),
+            _columns(Delivery.objects.get(id=delivery_id)),
+        )
+
+    ignore = {"id", "delivery_id", "next_attempt_at", "enqueued_at"}
+    fast_log, fast_delivery = written[True]
+    orm_log, orm_delivery = written[False]
+    assert {k: v for k, v in fast_log.items() if k not in ignore} == {
+        k: v for k, v in orm_log.items() if k not in ignore
+    }
+    assert {k: v for k, v in fast_delivery.items() if k not in ignore} == {
+        k: v for k, v in orm_delivery.items() if k not in ignore
+    }
+    assert fast_delivery["status"] == Delivery.Status.PENDING
+    assert Webhook.objects.get(id=webhook.id).log_count == 2

@@ -1,0 +1,480 @@
+"""The pipeline's storage: every statement the ingress and the delivery engine run.
+
+Each fast path written in SQL for PostgreSQL sits beside the ORM code it must
+agree with, and the choice between them is made here, once (``_fast``):
+
+- accepting mail: one INSERT for a group of messages and their deliveries
+  (insert_messages), or the ORM's bulk_create;
+- the claim rule (claimable / CLAIMABLE_SQL), one conditional UPDATE that
+  leases a due delivery and reads it (claim_due), or the ORM's read and update;
+- recording an attempt: the log row, the webhook's log counter and the
+  delivery's new state in one statement (record_attempt), or three in a
+  transaction;
+- the sweep's scan (take_for_sweep).
+
+Column lists come from the models' ``_meta`` and identifiers are quoted;
+tests/webhooks/test_accept.py, test_claim.py and test_delivery.py run both
+halves on PostgreSQL and compare what they write.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import connection, connections, transaction
+from django.db.models import F, Model, Q
+
+from conduit import dbconn
+from webhooks.models import Delivery, DeliveryLog, InboundMessage, Webhook
+
+# The PostgreSQL fast paths are taken when this is true and the database is
+# PostgreSQL; the tests turn it off to run the ORM half on PostgreSQL too.
+FAST_PATHS = True
+
+
+def _on_postgresql() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def _fast() -> bool:
+    """Whether to take the PostgreSQL statements: the one place this is decided."""
+    return FAST_PATHS and _on_postgresql()
+
+
+# --- Accepting mail ---------------------------------------------------------------
+
+
+# Above this size a message's raw bytes go to PostgreSQL as a binary parameter.
+# Django's psycopg binds parameters client-side, writing bytes into the SQL text
+# as a hex literal: a 25 MB message took ~140 MB of memory to insert that way.
+BINARY_RAW_BYTES = 1024 * 1024
+
+
+def _store_raw_binary(*, message: InboundMessage, raw: bytes) -> None:
+    from psycopg import Cursor, sql  # Cursor binds server-side; %b sends bytes as they are
+
+    update = sql.SQL("UPDATE {} SET raw = %b WHERE id = %s").format(
+        sql.Identifier(InboundMessage._meta.db_table)
+    )
+    # Django's connection, inside its transaction: the row commits with the rest.
+    with Cursor(connection.connection) as cursor:
+        cursor.execute(update, [raw, message.id])
+    message.raw = raw
+
+
+# What differs from row to row in the single-statement insert; every other
+# column has one value for the whole statement (a default, NULL or "now").
+# JSON and IP addresses travel as text and are cast by PostgreSQL.
+_ROW_COLUMNS = {
+    InboundMessage: (
+        "id",
+        "mail_from",
+        "rcpt_to",
+        "client_ip",
+        "helo",
+        "raw",
+        "size",
+        "message_id_header",
+        "spf_result",
+        "dkim_domains",
+        "smtp_auth_user",
+    ),
+    Delivery: ("id", "message_id", "webhook_id", "rcpt_to"),
+}
+_AS_TEXT = {"jsonb", "inet"}
+
+
+@functools.cache
+def _insert_sql(alias: str) -> str:
+    """One INSERT for messages and their deliveries: a data-modifying CTE for
+    the messages, the deliveries in the main query, each a SELECT over
+    ``unnest`` of one array per column that differs by row (_ROW_COLUMNS), the
+    other columns one parameter each. The text is the same for any number of
+    rows, so it is built once, and psycopg converts it once (its query cache).
+    PostgreSQL plans it on every execution unless DATABASE_URL turns prepared
+    statements on (Django leaves them off for connection poolers; README)."""
+    db = connections[alias]
+    quote = db.ops.quote_name
+
+    def insert(model: type[Any]) -> str:
+        name = model.__name__.lower()
+        varying = _ROW_COLUMNS[model]
+        by_column = {f.column: f for f in model._meta.concrete_fields}
+        arrays = []
+        for column in varying:
+            kind = by_column[column].db_type(db)
+            arrays.append(f"%({name}_{column})b::{'text' if kind in _AS_TEXT else kind}[]")
+        values = []
+        for column, f in by_column.items():
+            kind = f.db_type(db)
+            if column not in varying:
+                values.append(f"%({name}_{column})b::{kind}")
+            else:
+                values.append(f"r.{quote(column)}" + (f"::{kind}" if kind in _AS_TEXT else ""))
+        table = quote(model._meta.db_table)
+        columns = ", ".join(quote(column) for column in by_column)
+        rows = f"unnest({', '.join(arrays)}) AS r({', '.join(quote(c) for c in varying)})"
+        return f"{table} ({columns}) SELECT {', '.join(values)} FROM {rows}"  # noqa: S608
+
+    messages, deliveries = insert(InboundMessage), insert(Delivery)
+    return f"WITH new_messages AS (INSERT INTO {messages}) INSERT INTO {deliveries}"
+
+
+def _constants(prototype: Any) -> dict[str, Any]:
+    """The columns not in _ROW_COLUMNS, as the ORM would write them for ``prototype``
+    (pre_save fills auto_now_add; get_db_prep_save adapts the value)."""
+    model = type(prototype)
+    name = model.__name__.lower()
+    return {
+        f"{name}_{f.column}": f.get_db_prep_save(f.pre_save(prototype, add=True), connection)
+        for f in model._meta.concrete_fields
+        if f.column not in _ROW_COLUMNS[model]
+    }
+
+
+_client_ip_field = InboundMessage._meta.get_field("client_ip")
+
+
+def _insert_together(new_messages: Sequence[NewMessage], now: Any) -> list[AcceptedMessage]:
+    """Insert messages and their deliveries in one statement (PostgreSQL),
+    straight from the NewMessages: building model instances and adapting every
+    value through its field cost more CPU than the database takes to run it.
+
+    The arrays go as binary parameters bound server-side (psycopg's Cursor, not
+    Django's client-side one): quoting each message's bytes into the query text
+    took a sixth of the ingress's CPU. tests/webhooks/test_accept.py checks that
+    the rows are the ones the ORM writes."""
+    from psycopg import Cursor
+
+    message_ids = [uuid.uuid4() for _ in new_messages]
+    accepted = []
+    params: dict[str, Any] = {
+        **_constants(InboundMessage()),
+        **_constants(Delivery(next_attempt_at=now, enqueued_at=now)),
+        "inboundmessage_id": message_ids,
+        "inboundmessage_mail_from": [new.mail_from for new in new_messages],
+        "inboundmessage_rcpt_to": [
+            json.dumps([r for rcpts in new.recipients.values() for r in rcpts])
+            for new in new_messages
+        ],
+        "inboundmessage_client_ip": [
+            _client_ip_field.get_prep_value(new.client_ip) or None for new in new_messages
+        ],
+        "inboundmessage_helo": [new.helo for new in new_messages],
+        "inboundmessage_raw": [new.raw for new in new_messages],
+        "inboundmessage_size": [len(new.raw) for new in new_messages],
+        "inboundmessage_message_id_header": [new.message_id_header[:998] for new in new_messages],
+        "inboundmessage_spf_result": [new.spf_result for new in new_messages],
+        "inboundmessage_dkim_domains": [json.dumps(list(new.dkim_domains)) for new in new_messages],
+        "inboundmessage_smtp_auth_user": [new.smtp_auth_user for new in new_messages],
+        "delivery_id": [],
+        "delivery_message_id": [],
+        "delivery_webhook_id": [],
+        "delivery_rcpt_to": [],
+    }
+    for message_id, new in zip(message_ids, new_messages, strict=True):
+        ids = []
+        for webhook_id, rcpts in new.recipients.items():
+            ids.append(uuid.uuid4())
+            params["delivery_message_id"].append(message_id)
+            params["delivery_webhook_id"].append(webhook_id)
+            params["delivery_rcpt_to"].append(json.dumps(rcpts))
+        params["delivery_id"].extend(ids)
+        accepted.append(AcceptedMessage(message_id=message_id, delivery_ids=ids))
+    connection.ensure_connection()
+    with connection.wrap_database_errors, Cursor(connection.connection) as cursor:
+        cursor.execute(_insert_sql(connection.alias), params)
+    return accepted
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A message the ingress accepts, with its recipients grouped by webhook id."""
+
+    raw: bytes
+    mail_from: str
+    recipients: dict[uuid.UUID, list[str]]
+    client_ip: str | None
+    helo: str
+    message_id_header: str
+    spf_result: str = ""
+    dkim_domains: list[str] = dataclass_field(default_factory=list)
+    smtp_auth_user: str = ""
+
+
+@dataclass(frozen=True)
+class AcceptedMessage:
+    message_id: uuid.UUID
+    delivery_ids: list[uuid.UUID]
+
+
+def _insert_with_orm(new_messages: Sequence[NewMessage], now: Any) -> list[AcceptedMessage]:
+    """The general way (SQLite, or a message too big for the single statement)."""
+    postgres = _on_postgresql()
+    messages = [
+        InboundMessage(
+            mail_from=new.mail_from,
+            rcpt_to=[rcpt for rcpts in new.recipients.values() for rcpt in rcpts],
+            client_ip=new.client_ip,
+            helo=new.helo,
+            raw=None if postgres and len(new.raw) > BINARY_RAW_BYTES else new.raw,
+            size=len(new.raw),
+            message_id_header=new.message_id_header[:998],
+            spf_result=new.spf_result,
+            dkim_domains=list(new.dkim_domains),
+            smtp_auth_user=new.smtp_auth_user,
+        )
+        for new in new_messages
+    ]
+    deliveries = [
+        [
+            Delivery(
+                message=message,
+                webhook_id=webhook_id,
+                rcpt_to=rcpts,
+                next_attempt_at=now,
+                enqueued_at=now,
+            )
+            for webhook_id, rcpts in new.recipients.items()
+        ]
+        for message, new in zip(messages, new_messages, strict=True)
+    ]
+    # No savepoint when the caller holds a transaction: any failure fails it all.
+    with transaction.atomic(savepoint=False):
+        InboundMessage.objects.bulk_create(messages)
+        for message, new in zip(messages, new_messages, strict=True):
+            if message.raw is None:
+                _store_raw_binary(message=message, raw=new.raw)
+        Delivery.objects.bulk_create([d for each in deliveries for d in each])
+    return [
+        AcceptedMessage(message_id=message.id, delivery_ids=[d.id for d in each])
+        for message, each in zip(messages, deliveries, strict=True)
+    ]
+
+
+def insert_messages(new_messages: Sequence[NewMessage], now: datetime) -> list[AcceptedMessage]:
+    """Store messages and one pending delivery per webhook each, all or nothing."""
+    if _fast() and all(len(new.raw) <= BINARY_RAW_BYTES for new in new_messages):
+        # One statement: atomic by itself, one round trip, no transaction to open.
+        return _insert_together(new_messages, now)
+    return _insert_with_orm(new_messages, now)
+
+
+# --- Claiming ----------------------------------------------------------------------
+
+# The claim rule, once, in both languages: a worker may take a delivery that is
+# pending and due, or delivering under a lease that ran out (its worker died).
+# tests/webhooks/test_claim.py checks that both select the same rows.
+
+
+def claimable(now: datetime) -> Q:
+    """Rows a worker may take now: due pending ones, and stale leases of dead workers."""
+    due = Q(status=Delivery.Status.PENDING) & (
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    )
+    return due | _stale(now)
+
+
+CLAIMABLE_SQL = (
+    "((d.status = %(pending)s"
+    " AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= %(now)s))"
+    " OR (d.status = %(delivering)s AND d.leased_until <= %(now)s))"
+)
+"""The same rule for a statement where the delivery table is ``d``."""
+
+
+def claimable_params(now: datetime) -> dict[str, Any]:
+    return {
+        "now": now,
+        "pending": Delivery.Status.PENDING.value,
+        "delivering": Delivery.Status.DELIVERING.value,
+    }
+
+
+def _stale(now: datetime) -> Q:
+    return Q(status=Delivery.Status.DELIVERING, leased_until__lte=now)
+
+
+def claimable_row(delivery_id: uuid.UUID, now: datetime) -> Any:
+    """The delivery as a queryset that matches only while it is claimable:
+    every write through it is conditional on the claim rule."""
+    return Delivery.objects.filter(claimable(now), id=delivery_id)
+
+
+def read_claimable(delivery_id: uuid.UUID, now: datetime) -> Delivery | None:
+    """The delivery with its webhook and message if it is claimable now. A
+    connection found dead here (workers check theirs only when idle) is
+    replaced and the read run again."""
+
+    def read() -> Delivery | None:
+        found = claimable_row(delivery_id, now).select_related("webhook", "message")
+        return next(iter(found), None)  # not .first(): no ORDER BY for a primary key
+
+    return dbconn.read_reconnecting(read)
+
+
+class _Rows:
+    """Model instances from columns read with hand-written SQL: the column list
+    for a SELECT, and the ORM's own conversions (JSON) applied to the values."""
+
+    def __init__(self, model: type[Model]) -> None:
+        self.model = model
+        fields = model._meta.concrete_fields
+        self.attnames = [f.attname for f in fields]
+        self.columns = [f.column for f in fields]
+        self.converters = [
+            (i, f, converters)
+            for i, f in enumerate(fields)
+            if (converters := f.get_db_converters(connection))
+        ]
+
+    def select(self, table: str) -> str:
+        return ", ".join(f"{table}.{connection.ops.quote_name(c)}" for c in self.columns)
+
+    def build(self, values: Sequence[object]) -> Model:
+        row = list(values)
+        for i, field, converters in self.converters:
+            for convert in converters:
+                row[i] = convert(row[i], field, connection)
+        return self.model.from_db(connection.alias, self.attnames, row)
+
+
+@functools.cache
+def _claim_query(alias: str) -> tuple[str, _Rows, _Rows, _Rows]:
+    """The claim statement and how to read its row, built once per database."""
+    quote = connections[alias].ops.quote_name
+    deliveries, webhooks, messages = (_Rows(model) for model in (Delivery, Webhook, InboundMessage))
+    sql = (
+        f"WITH claimed AS (UPDATE {quote(Delivery._meta.db_table)} AS d "  # noqa: S608
+        "SET status = %(delivering)s, leased_until = %(leased_until)s, updated_at = %(now)s "
+        f"FROM {quote(Webhook._meta.db_table)} AS hook "
+        "WHERE d.id = %(id)s AND hook.id = d.webhook_id "
+        f"AND hook.active AND hook.rate_limit = 0 AND {CLAIMABLE_SQL} "
+        f"RETURNING {', '.join(f'd.{quote(c)}' for c in deliveries.columns)}) "
+        f"SELECT {deliveries.select('claimed')}, "
+        f"{webhooks.select('w')}, {messages.select('m')} "
+        f"FROM claimed JOIN {quote(Webhook._meta.db_table)} AS w ON w.id = claimed.webhook_id "
+        f"JOIN {quote(InboundMessage._meta.db_table)} AS m ON m.id = claimed.message_id"
+    )
+    return sql, deliveries, webhooks, messages
+
+
+def claim_due(delivery_id: uuid.UUID, now: datetime, *, lease: timedelta) -> Delivery | None:
+    """The usual claim as one statement (PostgreSQL): a claimable delivery of
+    an active webhook without a rate limit is leased and read with its
+    webhook and message.
+
+    None when that does not apply (not due, taken, inactive, rate-limited,
+    gone, or the ORM path); the caller's general path then sorts out which.
+    The ORM's read and update, compiled for every delivery, were a quarter of
+    a worker's CPU.
+    """
+    if not _fast():
+        return None
+    sql, deliveries, webhooks, messages = _claim_query(connection.alias)
+    params = {"id": delivery_id, "leased_until": now + lease, **claimable_params(now)}
+
+    def run() -> tuple | None:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchone()
+
+    # Safe to run again: if a first run's UPDATE committed unseen, the second
+    # finds the row leased and the lease's expiry gives it back to the sweep.
+    row = dbconn.read_reconnecting(run)
+    if row is None:
+        return None
+    ends_delivery = len(deliveries.columns)
+    ends_webhook = ends_delivery + len(webhooks.columns)
+    delivery = deliveries.build(row[:ends_delivery])
+    delivery.webhook = webhooks.build(row[ends_delivery:ends_webhook])
+    delivery.message = messages.build(row[ends_webhook:])
+    return delivery
+
+
+# --- Recording an attempt ----------------------------------------------------------
+
+
+def record_attempt(*, log: DeliveryLog, update: dict[str, Any], deactivate: str = "") -> None:
+    """Write an attempt's log row, count it on its webhook and move its delivery
+    to the new state (``update``: field name → value), all or nothing. With
+    ``deactivate`` (a 410's reason) the webhook is switched off in the same
+    transaction. A simulated attempt has no delivery and an empty ``update``."""
+    if _fast() and log.delivery_id is not None and not deactivate:
+        _record_in_one_statement(log=log, update=update)
+        return
+    with transaction.atomic():
+        _record_with_orm(log=log, update=update, deactivate=deactivate)
+
+
+def _record_with_orm(*, log: DeliveryLog, update: dict[str, Any], deactivate: str = "") -> None:
+    log.save(force_insert=True)
+    Webhook.objects.filter(id=log.webhook_id).update(log_count=F("log_count") + 1)
+    if log.delivery_id is not None:
+        Delivery.objects.filter(id=log.delivery_id).update(**update)
+    if deactivate:
+        Webhook.objects.filter(id=log.webhook_id).update(
+            active=False, deactivated_reason=deactivate, updated_at=update["updated_at"]
+        )
+
+
+def _record_in_one_statement(*, log: DeliveryLog, update: dict[str, Any]) -> None:
+    """What _record_with_orm writes (the log row, the webhook's log counter and
+    the delivery's new state) as one statement, so one round trip and atomic
+    without a transaction around it. The ORM would compile three statements
+    for it, which cost more CPU than the delivery's HTTP request. Every column
+    of the log row as the ORM would write it (defaults included), from _meta."""
+    quote = connection.ops.quote_name
+    log_fields = DeliveryLog._meta.concrete_fields
+    log_values = [f.get_db_prep_save(f.pre_save(log, add=True), connection) for f in log_fields]
+    delivery_fields = [Delivery._meta.get_field(name) for name in update]
+    delivery_values = [
+        f.get_db_prep_save(value, connection)
+        for f, value in zip(delivery_fields, update.values(), strict=True)
+    ]
+    log_count = quote(Webhook._meta.get_field("log_count").column)
+    assignments = ", ".join(f"{quote(f.column)} = %s" for f in delivery_fields)
+    sql = (
+        f"WITH new_log AS (INSERT INTO {quote(DeliveryLog._meta.db_table)} "  # noqa: S608
+        f"({', '.join(quote(f.column) for f in log_fields)}) "
+        f"VALUES ({', '.join(['%s'] * len(log_fields))})), "
+        f"counted AS (UPDATE {quote(Webhook._meta.db_table)} "
+        f"SET {log_count} = {log_count} + 1 WHERE {quote(Webhook._meta.pk.column)} = %s) "
+        f"UPDATE {quote(Delivery._meta.db_table)} SET {assignments} "
+        f"WHERE {quote(Delivery._meta.pk.column)} = %s"
+    )
+    params = [*log_values, log.webhook_id, *delivery_values, log.delivery_id]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+# --- The sweep ---------------------------------------------------------------------
+
+
+def take_for_sweep(*, now: datetime, requeue_after: timedelta, limit: int) -> list[uuid.UUID]:
+    """Due deliveries whose task is lost (never queued, or queued longer than
+    ``requeue_after`` ago) and stale leases, marked as queued now; a stale
+    lease goes back to pending so the claim treats it as due. Rows another
+    sweep holds are skipped, not waited for."""
+    lost_task = Q(status=Delivery.Status.PENDING, next_attempt_at__lte=now) & (
+        Q(enqueued_at__isnull=True) | Q(enqueued_at__lte=now - requeue_after)
+    )
+    with transaction.atomic():
+        ids = list(
+            Delivery.objects.select_for_update(skip_locked=True)
+            .filter(lost_task | _stale(now))
+            .order_by("next_attempt_at")
+            .values_list("id", flat=True)[:limit]
+        )
+        Delivery.objects.filter(id__in=ids, status=Delivery.Status.DELIVERING).update(
+            status=Delivery.Status.PENDING, next_attempt_at=now, leased_until=None
+        )
+        Delivery.objects.filter(id__in=ids).update(enqueued_at=now)
+    return ids
