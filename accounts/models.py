@@ -7,6 +7,8 @@ from django.db import models
 from django.db.models.functions import Lower
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from conduit.fields import EncryptedTextField
+
 
 class AccountManager(BaseUserManager["Account"]):
     use_in_migrations = True
@@ -148,6 +150,10 @@ class AccountTOTPDevice(TOTPDevice):
     and the client gets 429 with Retry-After. django-otp's own back-off would
     instead refuse even the right code for a while after a typo, and the client
     would only ever hear "wrong code". Replay protection (``last_t``) is kept.
+
+    The secret key is not in django-otp's ``key`` column, which stays empty,
+    but encrypted in ``TotpSeed``: a copy of the database alone cannot make
+    codes. django-otp reads the key only through ``bin_key``.
     """
 
     class Meta:
@@ -156,6 +162,25 @@ class AccountTOTPDevice(TOTPDevice):
 
     def get_throttle_factor(self) -> int:
         return 0
+
+    @property
+    def bin_key(self) -> bytes:
+        return bytes.fromhex(self.seed.key)
+
+
+class TotpSeed(models.Model):
+    """The secret key of one TOTP device (hex, as django-otp has it), encrypted at rest."""
+
+    device = models.OneToOneField(
+        TOTPDevice, on_delete=models.CASCADE, primary_key=True, related_name="seed"
+    )
+    key = EncryptedTextField()
+
+    class Meta:
+        verbose_name = "TOTP seed"
+
+    def __str__(self) -> str:
+        return f"seed of TOTP device {self.device_id}"
 
 
 class BackupCode(models.Model):

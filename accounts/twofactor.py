@@ -31,7 +31,7 @@ from django.utils import timezone
 from qrcode.image.pure import PyPNGImage
 
 from accounts import throttling
-from accounts.models import Account, AccountTOTPDevice, BackupCode, TotpChallenge
+from accounts.models import Account, AccountTOTPDevice, BackupCode, TotpChallenge, TotpSeed
 from accounts.services import IssuedSession, account_authenticate, audit_record, session_issue
 from accounts.tokens import TOTP_CHALLENGE_PREFIX, hash_token, new_token
 from conduit.errors import Conflict, Unauthorized, Unprocessable
@@ -91,9 +91,12 @@ def totp_setup(*, account: Account) -> TotpSetup:
                 code="totp_already_enabled",
             )
         AccountTOTPDevice.objects.filter(user=account, confirmed=False).delete()
-        device = AccountTOTPDevice.objects.create(
-            user=account, name="Authenticator app", confirmed=False
-        )
+        device = AccountTOTPDevice(user=account, name="Authenticator app", confirmed=False)
+        # django-otp's default key (20 random bytes, hex) moves to the
+        # encrypted seed; its own column keeps nothing.
+        seed, device.key = device.key, ""
+        device.save()
+        TotpSeed.objects.create(device=device, key=seed)
     # django-otp keeps the key as hex; apps (and pyotp) take it as base32.
     secret = base64.b32encode(device.bin_key).decode("ascii")
     otpauth_url = pyotp.TOTP(secret).provisioning_uri(name=account.email, issuer_name=ISSUER)

@@ -13,6 +13,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from conduit.crypto import parse_keys
 from conduit.env import env_bool, env_choice, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -174,6 +175,10 @@ CONDUIT_SIGNIN_FAILURE_WINDOW = env_int("CONDUIT_SIGNIN_FAILURE_WINDOW", 15 * 60
 # Proxies whose X-Forwarded-For is believed (IPs or CIDRs). Empty: never trust it.
 CONDUIT_TRUSTED_PROXIES = env_list("CONDUIT_TRUSTED_PROXIES")
 CONDUIT_AUDIT_RETENTION_DAYS = env_int("CONDUIT_AUDIT_RETENTION_DAYS", 180, minimum=1)
+# Fernet keys for secrets at rest (webhook secrets, TOTP seeds): the first
+# encrypts, all decrypt. Unset: one derived from SECRET_KEY (conduit/crypto.py).
+CONDUIT_ENCRYPTION_KEYS = env_list("CONDUIT_ENCRYPTION_KEYS")
+parse_keys(CONDUIT_ENCRYPTION_KEYS)  # a bad key stops the start, naming the variable
 
 # --- Domains, ingress, delivery --------------------------------------------
 CONDUIT_MX_HOST = env_str("CONDUIT_MX_HOST", "mx.conduit.email")

@@ -6,6 +6,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from conduit.fields import EncryptedTextField
+
 
 class Webhook(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -18,7 +20,8 @@ class Webhook(models.Model):
     # Lower-case `local@domain`, or `*@domain` for a catch-all; unique service-wide.
     address = models.CharField(max_length=320, unique=True)
     target_url = models.URLField(max_length=2048)
-    secret = models.CharField(max_length=200)
+    # Encrypted at rest (conduit/crypto.py): a database copy alone cannot sign.
+    secret = EncryptedTextField()
     custom_headers = models.JSONField(default=dict, blank=True)
     payload_template = models.TextField(blank=True)
     rate_limit = models.PositiveIntegerField(
