@@ -58,6 +58,9 @@ def service_env(*, database_url: str, redis_url: str, var_dir: Path, **extra: st
     env = {name: os.environ[name] for name in _INHERITED if name in os.environ}
     env.update(
         SECRET_KEY="ingress-tests-not-a-secret",
+        # Secrets at rest written by the test process must open in the services,
+        # as production's processes share their keys.
+        CONDUIT_ENCRYPTION_KEYS=_encryption_keys(),
         DATABASE_URL=database_url,
         REDIS_URL=redis_url,
         CONDUIT_VAR_DIR=str(var_dir),
@@ -68,6 +71,14 @@ def service_env(*, database_url: str, redis_url: str, var_dir: Path, **extra: st
     )
     env.update(extra)
     return env
+
+
+def _encryption_keys() -> str:
+    from django.conf import settings
+
+    from conduit.crypto import derived_key
+
+    return ",".join(settings.CONDUIT_ENCRYPTION_KEYS) or derived_key(settings.SECRET_KEY)
 
 
 class Service:
