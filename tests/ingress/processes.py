@@ -26,7 +26,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 import redis
+from django.conf import settings
 from django.db import connection
+
+from conduit.crypto import derived_key
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 
@@ -74,10 +77,6 @@ def service_env(*, database_url: str, redis_url: str, var_dir: Path, **extra: st
 
 
 def _encryption_keys() -> str:
-    from django.conf import settings
-
-    from conduit.crypto import derived_key
-
     return ",".join(settings.CONDUIT_ENCRYPTION_KEYS) or derived_key(settings.SECRET_KEY)
 
 
