@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -192,19 +193,32 @@ def _claim(delivery_id: uuid.UUID) -> Delivery | None:
             updated_at=now,
         )
         return None
-    wait = ratelimit.acquire(webhook_id=webhook.id, limit=webhook.rate_limit)
-    if wait > 0:
-        # Over the limit: deferred, not an attempt, nothing logged.
-        later = now + timedelta(seconds=wait)
-        if claimable.update(
-            status=Delivery.Status.PENDING,
-            next_attempt_at=later,
-            enqueued_at=later,
-            leased_until=None,
-            updated_at=now,
-        ):
-            enqueue(delivery_id=delivery.id, countdown=wait)
-        return None
+    if not webhook.rate_limit:
+        return _lease_row(delivery, claimable, now)
+    # Counting the webhook's slots and taking one in one transaction, its row
+    # locked (on SQLite every transaction locks the database: IMMEDIATE), so
+    # two workers never both take the last slot when the database counts.
+    with transaction.atomic():
+        storage.lock_webhook(webhook.id)
+        wait = ratelimit.acquire(webhook_id=webhook.id, limit=webhook.rate_limit)
+        if wait > 0:
+            # Over the limit: deferred, not an attempt, nothing logged.
+            later = now + timedelta(seconds=wait)
+            if claimable.update(
+                status=Delivery.Status.PENDING,
+                next_attempt_at=later,
+                enqueued_at=later,
+                leased_until=None,
+                updated_at=now,
+            ):
+                transaction.on_commit(
+                    lambda: enqueue(delivery_id=delivery.id, countdown=wait), robust=True
+                )
+            return None
+        return _lease_row(delivery, claimable, now)
+
+
+def _lease_row(delivery: Delivery, claimable: Any, now: datetime) -> Delivery | None:
     leased_until = now + _lease()
     if not claimable.update(
         status=Delivery.Status.DELIVERING, leased_until=leased_until, updated_at=now

@@ -4,7 +4,9 @@ With Redis, a sliding one-minute window per webhook is kept in a sorted set and
 checked-and-taken by one Lua script, so two workers can never both take the
 last slot. With the embedded default (no Redis) the database is the shared
 state: recent attempts and in-flight deliveries of the webhook are counted
-inside the transaction that claims the delivery, which SQLite serialises.
+inside the transaction that claims the delivery (webhooks.delivery._claim),
+which holds the webhook's row locked (SQLite: the database) until the slot is
+taken.
 """
 
 from __future__ import annotations

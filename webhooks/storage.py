@@ -399,6 +399,12 @@ def claim_due(delivery_id: uuid.UUID, now: datetime, *, lease: timedelta) -> Del
     return delivery
 
 
+def lock_webhook(webhook_id: uuid.UUID) -> None:
+    """Lock the webhook's row until the caller's transaction ends (a no-op on
+    SQLite, whose IMMEDIATE transactions lock the whole database)."""
+    list(Webhook.objects.select_for_update().filter(id=webhook_id).values_list("id"))
+
+
 # --- Recording an attempt ----------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -477,3 +478,42 @@ def test_a_rate_limited_webhook_takes_the_general_claim(webhook, settings):
     deferred = Delivery.objects.get(id=second.id)
     assert deferred.status == Delivery.Status.PENDING
     assert deferred.next_attempt_at > timezone.now()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_never_both_take_the_last_slot_the_database_counts(
+    webhook, settings, monkeypatch
+):
+    from webhooks import ratelimit
+
+    settings.REDIS_URL = ""  # counted in the database
+    Webhook.objects.filter(id=webhook.id).update(rate_limit=1)
+    ids = [accept(webhook, raw=RAW + bytes([n])).delivery_ids[0] for n in range(2)]
+    counted = threading.Barrier(2)
+    count = ratelimit._acquire_from_database
+
+    def count_then_wait(**kwargs):
+        # Each worker counts, then waits for the other to have counted too:
+        # without serialisation both see a free slot. Serialised, the second
+        # cannot count until the first has taken its slot (the wait times out).
+        wait = count(**kwargs)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            counted.wait(timeout=2)
+        return wait
+
+    monkeypatch.setattr(ratelimit, "_acquire_from_database", count_then_wait)
+
+    def claim(delivery_id):
+        try:
+            delivery._claim(delivery_id)
+        finally:
+            connection.close()
+
+    workers = [threading.Thread(target=claim, args=(i,)) for i in ids]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+
+    statuses = sorted(Delivery.objects.values_list("status", flat=True))
+    assert statuses == [Delivery.Status.DELIVERING, Delivery.Status.PENDING]
