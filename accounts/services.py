@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -33,6 +32,7 @@ from accounts.tokens import (
     hash_token,
     new_token,
 )
+from conduit import ipnets
 from conduit.errors import Conflict, Unauthorized, Unprocessable
 
 logger = logging.getLogger(__name__)
@@ -336,18 +336,12 @@ class IssuedApiToken:
 
 
 def normalise_ip_entries(entries: list[str]) -> list[str]:
-    """IPs and CIDRs in canonical form; ValueError names the first bad entry."""
-    normalised = []
-    for entry in entries:
-        try:
-            network = ipaddress.ip_network(entry.strip(), strict=False)
-        except ValueError:
-            raise ValueError(f"'{entry}' is not an IP address or CIDR network") from None
-        single = network.num_addresses == 1
-        text = str(network.network_address) if single else str(network)
-        if text not in normalised:
-            normalised.append(text)
-    return normalised
+    """IPs and CIDRs in canonical form (``conduit.ipnets``); ValueError names the first
+    bad entry."""
+    try:
+        return ipnets.normalise_networks(entries)
+    except ipnets.BadNetworks as exc:
+        raise ValueError(f"'{exc.entries[0]}' is not an IP address or CIDR network") from None
 
 
 def api_token_create(

@@ -1,5 +1,6 @@
-"""Is an address inside a set of networks: the one rule, shared by API token
-allow-lists, trusted proxies and SMTP source-IP policies. No Django inside."""
+"""IP lists: how an entry is read and written back, and whether an address is
+inside a set of networks. The one rule, shared by API token allow-lists,
+trusted proxies and SMTP source-IP policies. No Django inside."""
 
 from __future__ import annotations
 
@@ -9,9 +10,56 @@ from collections.abc import Iterable
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+class BadNetworks(ValueError):
+    """Entries that are neither an IP address nor a CIDR network, in the order given."""
+
+    def __init__(self, entries: list[str]) -> None:
+        self.entries = entries
+        super().__init__(", ".join(repr(entry) for entry in entries))
+
+
+def parse_networks(entries: Iterable[str]) -> list[IPNetwork]:
+    """IPs and CIDRs as networks, de-duplicated in first-seen order.
+
+    Blanks around an entry are ignored, and empty entries skipped. A single IP
+    becomes a /32 or /128. Host bits are accepted and cleared ("10.0.0.1/24"
+    -> 10.0.0.0/24): users paste an interface address more often than they
+    mean something else, and the network is unambiguous. Every bad entry is
+    named at once (BadNetworks), so the user fixes them in one round.
+    """
+    networks: list[IPNetwork] = []
+    bad: list[str] = []
+    for entry in entries:
+        text = entry.strip()
+        if not text:
+            continue
+        try:
+            network = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            bad.append(text)
+            continue
+        if network not in networks:
+            networks.append(network)
+    if bad:
+        raise BadNetworks(bad)
+    return networks
+
+
+def network_text(network: IPNetwork) -> str:
+    """The canonical text of a network: a single host as its plain address."""
+    if network.prefixlen == network.max_prefixlen:
+        return str(network.network_address)
+    return str(network)
+
+
+def normalise_networks(entries: Iterable[str]) -> list[str]:
+    """``parse_networks``, written back as canonical text (what is stored)."""
+    return [network_text(network) for network in parse_networks(entries)]
+
+
 def to_networks(entries: Iterable[str]) -> tuple[IPNetwork, ...]:
-    """IPs and CIDRs (host bits allowed) as networks; ValueError on a bad entry."""
-    return tuple(ipaddress.ip_network(entry.strip(), strict=False) for entry in entries)
+    """``parse_networks`` as a tuple (hashable, for caches); BadNetworks on a bad entry."""
+    return tuple(parse_networks(entries))
 
 
 def ip_in_networks(ip: str | None, networks: Iterable[IPNetwork]) -> bool:

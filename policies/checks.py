@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import idna
 
+from conduit import ipnets
 from conduit.ipnets import IPNetwork, ip_in_networks
 
 __all__ = [
@@ -77,38 +78,21 @@ def _show(value: str, limit: int = 60) -> str:
 
 
 def parse_ip_networks(value: str, *, field: str = "allowed_networks") -> list[IPNetwork]:
-    """IPs or CIDR networks separated by commas, spaces or newlines, de-duplicated in order.
-
-    A single IP becomes a /32 or /128. Host bits are accepted and cleared
-    ("10.0.0.1/24" -> 10.0.0.0/24): users paste an interface address more often
-    than they mean something else, and the network is unambiguous.
-    """
-    networks: list[IPNetwork] = []
-    errors: list[str] = []
-    for token in _SEPARATORS.split(value.strip()):
-        if not token:
-            continue
-        try:
-            network = ipaddress.ip_network(token, strict=False)
-        except ValueError:
-            errors.append(f"{_show(token)} is not a valid IP address or CIDR network")
-            continue
-        if network not in networks:
-            networks.append(network)
-    if errors:
-        raise PolicyValueError(field, errors)
-    return networks
-
-
-def _format_network(network: IPNetwork) -> str:
-    if network.prefixlen == network.max_prefixlen:
-        return str(network.network_address)
-    return str(network)
+    """IPs or CIDR networks separated by commas, spaces or newlines, read by the
+    shared rule (``conduit.ipnets.parse_networks``: de-duplicated in order, a
+    single IP as a /32 or /128, host bits cleared)."""
+    try:
+        return ipnets.parse_networks(_SEPARATORS.split(value.strip()))
+    except ipnets.BadNetworks as exc:
+        problems = [
+            f"{_show(entry)} is not a valid IP address or CIDR network" for entry in exc.entries
+        ]
+        raise PolicyValueError(field, problems) from None
 
 
 def normalise_ip_list(value: str, *, field: str = "allowed_networks") -> str:
     """Canonical text: comma-separated, first-seen order, single hosts as plain addresses."""
-    return ",".join(_format_network(n) for n in parse_ip_networks(value, field=field))
+    return ",".join(ipnets.network_text(n) for n in parse_ip_networks(value, field=field))
 
 
 def ip_allowed(ip: str, networks: Sequence[IPNetwork]) -> bool:
