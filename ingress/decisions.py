@@ -365,17 +365,6 @@ def _asks_mail_auth(policy: SmtpSecurityPolicy | None) -> bool:
     return policy is not None and (policy.require_spf or policy.require_dkim)
 
 
-def _active_webhooks(ids: set[uuid.UUID]) -> dict[uuid.UUID, Webhook]:
-    if not ids:
-        return {}
-    return {
-        w.id: w
-        for w in Webhook.objects.filter(id__in=ids, active=True).select_related(
-            "smtp_security_policy"
-        )
-    }
-
-
 NO_RECIPIENTS_LEFT = "554 5.1.1 None of the recipients can receive mail any more"
 
 
@@ -392,7 +381,9 @@ def accept_message(message: MessageInput) -> str:
     """
     try:
         dbconn.refresh_if_idle()
-        webhooks = _active_webhooks({route.webhook_id for route in message.routes.values()})
+        webhooks = webhook_accept.active_webhooks(
+            ids={route.webhook_id for route in message.routes.values()}
+        )
         recipients = _recipients(message, webhooks)
         if not recipients:
             return NO_RECIPIENTS_LEFT
@@ -456,8 +447,8 @@ def accept_messages(messages: Sequence[MessageInput]) -> GroupReplies:
         # Reading the webhooks again and storing must see the same rows; with
         # nothing to read, the store is a single statement and needs no transaction.
         with transaction.atomic() if not current else contextlib.nullcontext():
-            webhooks = _active_webhooks(
-                {
+            webhooks = webhook_accept.active_webhooks(
+                ids={
                     route.webhook_id
                     for m in messages
                     if not m.routes_current

@@ -22,6 +22,7 @@ from collections import OrderedDict
 from typing import Any
 
 from ingress.decisions import RecipientFacts
+from webhooks.accept import on_postgresql
 
 logger = logging.getLogger("conduit.ingress")
 
@@ -86,7 +87,7 @@ def listener_connection_params() -> dict[str, Any] | None:
     from django.db import connections
 
     connection = connections["default"]
-    if connection.vendor != "postgresql":
+    if not on_postgresql(connection):
         return None
     params = dict(connection.get_connection_params())
     for synchronous_only in ("cursor_factory", "context"):

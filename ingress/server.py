@@ -23,6 +23,7 @@ from ingress.handler import off_loop
 from ingress.protocol import check_aiosmtpd
 from ingress.smtp import protocol_factory, tls_context
 from ingress.store import GroupCommitter
+from webhooks import accept as webhook_accept
 
 logger = logging.getLogger("conduit.ingress")
 
@@ -108,10 +109,8 @@ def _announce(bound: list[Any]) -> None:
 
 def process_count(requested: int | None = None) -> int:
     """How many ingress processes to run: as asked, else the setting, 0 = one per core."""
-    from django.db import connection
-
     count = settings.CONDUIT_INGRESS_PROCESSES if requested is None else requested
-    if connection.vendor != "postgresql":
+    if not webhook_accept.on_postgresql():  # SQLite: one writer at a time
         return 1
     return count or os.cpu_count() or 1
 

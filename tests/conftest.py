@@ -28,10 +28,11 @@ from tests.factories import PASSWORD, AccountFactory
 def _real_services_under_ci(django_db_blocker: object) -> None:
     """Under CI the suite must run on PostgreSQL and Redis, never the embedded fallback."""
     from django.conf import settings
-    from django.db import connection
+
+    from webhooks import storage
 
     if os.environ.get("CI"):
-        assert connection.vendor == "postgresql", "CI must run the tests on PostgreSQL"
+        assert storage.on_postgresql(), "CI must run the tests on PostgreSQL"
         assert settings.REDIS_URL, "CI must run the tests with Redis"
 
 

@@ -108,3 +108,18 @@ def test_it_reads_the_imports_of_the_apps():
 
 def test_the_apps_have_no_import_cycles():
     assert cycles(import_graph()) == []
+
+
+def test_the_ingress_reaches_webhooks_only_through_accept():
+    graph = import_graph()
+    strays = {
+        # `from webhooks import accept` also names the package, which holds nothing.
+        module: sorted(
+            t
+            for t in targets
+            if t.startswith("webhooks") and t not in {"webhooks", "webhooks.accept"}
+        )
+        for module, targets in graph.items()
+        if module.startswith("ingress")
+    }
+    assert {m: t for m, t in strays.items() if t} == {}

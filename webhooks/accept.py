@@ -1,8 +1,11 @@
 """Accepting mail: what the SMTP ingress hands to the webhooks app, and all it uses of it.
 
-The ingress imports nothing else from ``webhooks``: it looks recipients up
-(webhook_for_recipient, the Webhook model), stores what it accepted
-(messages_accept) and puts the new deliveries on the queue (publish).
+The ingress imports nothing else from ``webhooks`` (tests/test_import_cycles.py
+holds it to that): it looks recipients up at RCPT (webhook_for_recipient) and
+again after DATA (active_webhooks; the Webhook model only as their type),
+stores what it accepted (messages_accept), puts the new deliveries on the
+queue (publish), and asks whether the database is PostgreSQL (on_postgresql:
+only there does it hear of route changes, and run more than one process).
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from django.db import transaction
 from django.utils import timezone
 
 from webhooks import delivery, storage
@@ -18,7 +20,8 @@ from webhooks.delivery import TASK_BATCH
 from webhooks.delivery import enqueue_many as publish
 from webhooks.models import Webhook
 from webhooks.selectors import webhook_for_recipient
-from webhooks.storage import BINARY_RAW_BYTES, AcceptedMessage, NewMessage
+from webhooks.selectors import webhooks_active_by_id as active_webhooks
+from webhooks.storage import BINARY_RAW_BYTES, AcceptedMessage, NewMessage, on_postgresql
 
 __all__ = [
     "BINARY_RAW_BYTES",
@@ -26,8 +29,10 @@ __all__ = [
     "AcceptedMessage",
     "NewMessage",
     "Webhook",
+    "active_webhooks",
     "message_accept",
     "messages_accept",
+    "on_postgresql",
     "publish",
     "webhook_for_recipient",
 ]
@@ -56,5 +61,5 @@ def messages_accept(
     if enqueue:
         # After the commit: now, or when the caller's transaction commits.
         ids = [i for item in accepted for i in item.delivery_ids]
-        transaction.on_commit(lambda: delivery.enqueue_many(ids), robust=True)
+        storage.after_commit(lambda: delivery.enqueue_many(ids))
     return accepted

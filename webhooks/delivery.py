@@ -253,8 +253,6 @@ def next_state(
     """The pure rule of the state machine: delivered, pending again for a
     retry, or failed. ``attempts_made`` includes this attempt."""
     outcome = retry.classify(http_status=attempt.http_status, error_kind=attempt.error_kind)
-    if attempt.error_kind == outbound.ErrorKind.TEMPLATE:
-        outcome = "final"
     last_error = attempt.error or ""
     if attempt.http_status is not None and not last_error:
         last_error = f"HTTP {attempt.http_status}"
@@ -407,7 +405,7 @@ def redeliver(*, delivery: Delivery) -> None:
         leased_until=None,
         updated_at=now,
     )
-    transaction.on_commit(lambda: enqueue(delivery_id=delivery.id), robust=True)
+    storage.after_commit(lambda: enqueue(delivery_id=delivery.id))
 
 
 def purge_raw_messages(*, older_than_days: int) -> int:

@@ -81,6 +81,22 @@ def webhook_for_recipient(address: str) -> Webhook | None:
     return None
 
 
+def webhooks_active_by_id(*, ids: set[uuid.UUID]) -> dict[uuid.UUID, Webhook]:
+    """The active webhooks among ``ids``, with their policies, by id (one query, none for no ids).
+
+    What the ingress reads again after DATA: a webhook deactivated or deleted
+    since RCPT gets no delivery.
+    """
+    if not ids:
+        return {}
+    return {
+        webhook.id: webhook
+        for webhook in Webhook.objects.filter(id__in=ids, active=True).select_related(
+            "smtp_security_policy"
+        )
+    }
+
+
 def delivery_outcomes_since(*, since: datetime) -> list[dict]:
     """Deliveries created since ``since``, counted per hour and outcome, in one query.
 

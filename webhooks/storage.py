@@ -22,13 +22,14 @@ from __future__ import annotations
 import functools
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import F, Model, Q
 
 from conduit import dbconn
@@ -39,13 +40,33 @@ from webhooks.models import Delivery, DeliveryLog, InboundMessage, Webhook
 FAST_PATHS = True
 
 
-def _on_postgresql() -> bool:
-    return connection.vendor == "postgresql"
+def on_postgresql(database: BaseDatabaseWrapper | None = None) -> bool:
+    """Whether the database (by default Django's default connection) is PostgreSQL.
+
+    The project's one test of the database's vendor: the fast paths below, the
+    route-change triggers (webhooks migration 0002) and what the ingress builds
+    on them (its LISTEN connection, more than one process) all ask here.
+    """
+    return (database or connection).vendor == "postgresql"
 
 
 def _fast() -> bool:
     """Whether to take the PostgreSQL statements: the one place this is decided."""
-    return FAST_PATHS and _on_postgresql()
+    return FAST_PATHS and on_postgresql()
+
+
+def after_commit(callback: Callable[[], object]) -> None:
+    """Run ``callback`` once what was just written is committed.
+
+    Inside a transaction, when it commits (a failing callback is logged, not
+    raised); outside one the write was its own transaction and is committed
+    already, so now. Deferring to ``transaction.on_commit`` outside a
+    transaction would only look like a deferral.
+    """
+    if connection.in_atomic_block:
+        transaction.on_commit(callback, robust=True)
+    else:
+        callback()
 
 
 # --- Accepting mail ---------------------------------------------------------------
@@ -217,7 +238,7 @@ class AcceptedMessage:
 
 def _insert_with_orm(new_messages: Sequence[NewMessage], now: Any) -> list[AcceptedMessage]:
     """The general way (SQLite, or a message too big for the single statement)."""
-    postgres = _on_postgresql()
+    postgres = on_postgresql()
     messages = [
         InboundMessage(
             mail_from=new.mail_from,

@@ -37,6 +37,7 @@ from tests.ingress.processes import (
     service_env,
     worker_argv,
 )
+from webhooks import storage
 from webhooks.models import Webhook
 
 
@@ -212,7 +213,7 @@ def hook(account: Account, domain: Domain, url: str, address: str, **fields: obj
 def close_other_sessions() -> None:
     """The ingress's worker threads and the service subprocesses keep their own
     connections; the test database must be free to be dropped."""
-    if connection.vendor != "postgresql":
+    if not storage.on_postgresql():
         return
     with connection.cursor() as cursor:
         cursor.execute(

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from tests.delivery_fixtures import make_webhook
@@ -80,7 +79,7 @@ def _columns(row) -> dict:
 
 
 def test_the_single_statement_writes_what_the_orm_writes(alice, alice_domain):
-    assert connection.vendor == "postgresql"
+    assert storage.on_postgresql()
     first = make_webhook(alice, alice_domain, "http://127.0.0.1:9/", address="a@alice.example")
     second = make_webhook(alice, alice_domain, "http://127.0.0.1:9/", address="c@alice.example")
     now = timezone.now()

@@ -10,6 +10,8 @@ cache there.
 
 from django.db import migrations
 
+from webhooks.storage import on_postgresql
+
 CHANNEL = "conduit_routes"
 
 CREATE = f"""
@@ -42,8 +44,10 @@ DROP FUNCTION IF EXISTS conduit_notify_routes();
 
 
 def _run(sql: str):
+    # The triggers are PostgreSQL's; whether the database migrated is PostgreSQL
+    # is decided where every other such choice is, in the pipeline's storage.
     def run(apps, schema_editor):
-        if schema_editor.connection.vendor == "postgresql":
+        if on_postgresql(schema_editor.connection):
             schema_editor.execute(sql)
 
     return run
