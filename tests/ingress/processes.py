@@ -30,6 +30,7 @@ from django.conf import settings
 from django.db import connection
 
 from conduit.crypto import derived_key
+from webhooks import storage
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 
@@ -46,7 +47,7 @@ def free_port() -> int:
 def service_database_url(*, host: str | None = None, port: int | None = None) -> str:
     """A DATABASE_URL for the test database (pytest-django's NAME during the test)."""
     db = connection.settings_dict
-    assert connection.vendor == "postgresql", "these tests need PostgreSQL (set DATABASE_URL)"
+    assert storage.on_postgresql(), "these tests need PostgreSQL (set DATABASE_URL)"
     auth = quote(db["USER"] or "", safe="")
     if db.get("PASSWORD"):
         auth += ":" + quote(db["PASSWORD"], safe="")
@@ -56,22 +57,30 @@ def service_database_url(*, host: str | None = None, port: int | None = None) ->
     )
 
 
-def service_env(*, database_url: str, redis_url: str, var_dir: Path, **extra: str) -> dict:
-    """The environment a Conduit process gets: settings from variables only."""
+def service_env(
+    *, database_url: str | None, redis_url: str | None, var_dir: Path, **extra: str
+) -> dict:
+    """The environment a Conduit process gets: settings from variables only.
+
+    ``database_url`` / ``redis_url`` None leaves the variable unset: the
+    embedded default (SQLite and the file-system broker under ``var_dir``).
+    """
     env = {name: os.environ[name] for name in _INHERITED if name in os.environ}
     env.update(
         SECRET_KEY="ingress-tests-not-a-secret",
         # Secrets at rest written by the test process must open in the services,
         # as production's processes share their keys.
         CONDUIT_ENCRYPTION_KEYS=_encryption_keys(),
-        DATABASE_URL=database_url,
-        REDIS_URL=redis_url,
         CONDUIT_VAR_DIR=str(var_dir),
         CONDUIT_ALLOW_PRIVATE_TARGETS="true",
         CONDUIT_ALLOW_HTTP_TARGETS="true",
         PYTHONUNBUFFERED="1",
         LOG_LEVEL="INFO",
     )
+    if database_url is not None:
+        env["DATABASE_URL"] = database_url
+    if redis_url is not None:
+        env["REDIS_URL"] = redis_url
     env.update(extra)
     return env
 
@@ -154,7 +163,8 @@ def ingress_argv(*, port: int = 0) -> list[str]:
 INGRESS_READY = r"SMTP ingress listening on 127\.0\.0\.1:(\d+)"
 
 
-def worker_argv(name: str) -> list[str]:
+def worker_argv(name: str, *, pool: str | None = "solo") -> list[str]:
+    """A worker; ``pool`` None keeps the configured pool (CONDUIT_WORKER_POOL)."""
     # Gossip, mingle and heartbeats only slow the start of a one-worker test.
     return [
         sys.executable,
@@ -163,8 +173,7 @@ def worker_argv(name: str) -> list[str]:
         "-A",
         "conduit",
         "worker",
-        "--pool",
-        "solo",
+        *(["--pool", pool] if pool else []),
         "--loglevel",
         "INFO",
         "--hostname",
