@@ -30,7 +30,6 @@ Built on ``requests`` + ``requests-hardened``:
 from __future__ import annotations
 
 import contextlib
-import enum
 import heapq
 import http.cookiejar
 import ipaddress
@@ -58,6 +57,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ReadTimeoutError
 from urllib3.util import Timeout
 
+from webhooks.retry import ErrorKind
 from webhooks.targets import is_forbidden_ip, private_target_hint
 
 logger = logging.getLogger(__name__)
@@ -70,16 +70,6 @@ _POOL_MAXSIZE = 32
 _CHUNK = 8192
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-class ErrorKind(enum.StrEnum):
-    """Why an attempt got no usable answer; the values are what logs and code compare."""
-
-    CONNECT = "connect"  # DNS, refused, reset, TLS: retried
-    TIMEOUT = "timeout"  # retried, at least 60 s later
-    SSRF = "ssrf"  # the target is not a public address: final
-    OTHER = "other"  # a malformed URL or header, anything unexpected: retried
-    TEMPLATE = "template"  # the payload template could not be rendered: final, never sent
 
 
 @dataclass(frozen=True)

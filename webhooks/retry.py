@@ -9,6 +9,7 @@ herd of retries at the same instant.
 
 from __future__ import annotations
 
+import enum
 import random
 import re
 from datetime import UTC, datetime, timedelta
@@ -42,11 +43,25 @@ RETRY_AFTER_CAP = timedelta(hours=24)
 
 Outcome = Literal["delivered", "retry", "final", "gone"]
 
+
+class ErrorKind(enum.StrEnum):
+    """Why an attempt got no usable answer; the values are what logs and code compare."""
+
+    CONNECT = "connect"  # DNS, refused, reset, TLS: retried
+    TIMEOUT = "timeout"  # retried, at least 60 s later
+    SSRF = "ssrf"  # the target is not a public address: final
+    OTHER = "other"  # a malformed URL or header, anything unexpected: retried
+    TEMPLATE = "template"  # the payload template could not be rendered: final, never sent
+
+
+# Kinds that the same attempt would meet again: retrying cannot help.
+FINAL_KINDS = frozenset({ErrorKind.SSRF, ErrorKind.TEMPLATE})
+
 _DELTA_SECONDS = re.compile(r"\d+(?:\.\d+)?")
 _default_rng = random.Random()
 
 
-def classify(*, http_status: int | None, error_kind: str | None) -> Outcome:
+def classify(*, http_status: int | None, error_kind: ErrorKind | None) -> Outcome:
     """Decide what an attempt's outcome means for the delivery.
 
     - ``delivered``: a 2xx answer.
@@ -55,13 +70,15 @@ def classify(*, http_status: int | None, error_kind: str | None) -> Outcome:
       408, 429 and 5xx.
     - ``gone``: 410; the delivery is final and the webhook should be deactivated.
     - ``final``: any other 4xx (the receiver rejects this message; retrying the same
-      bytes will not help), and targets refused by the SSRF guard.
+      bytes will not help), and attempts that would meet the same error again
+      (``FINAL_KINDS``: a target the SSRF guard refuses, a template that cannot
+      be rendered).
 
     A status code, when there is one, wins over ``error_kind``: a receiver that sent
     its status line and then stalled the body has still answered.  Anything
     unexpected (1xx, codes >= 600, no status and no error) is treated as transient.
     """
-    if error_kind == "ssrf":
+    if error_kind in FINAL_KINDS:
         return "final"
     if http_status is None:
         return "retry"

@@ -6,6 +6,7 @@ import pytest
 from webhooks.retry import (
     MAX_ATTEMPTS,
     SCHEDULE,
+    ErrorKind,
     classify,
     next_delay,
     parse_retry_after,
@@ -151,10 +152,10 @@ def test_parse_retry_after_naive_now_is_utc():
         (201, None, "delivered"),
         (204, None, "delivered"),
         (299, None, "delivered"),
-        (200, "timeout", "delivered"),  # answered 200, then stalled the body
-        (None, "connect", "retry"),
-        (None, "timeout", "retry"),
-        (None, "other", "retry"),
+        (200, ErrorKind.TIMEOUT, "delivered"),  # answered 200, then stalled the body
+        (None, ErrorKind.CONNECT, "retry"),
+        (None, ErrorKind.TIMEOUT, "retry"),
+        (None, ErrorKind.OTHER, "retry"),
         (None, None, "retry"),
         (301, None, "retry"),
         (302, None, "retry"),
@@ -174,7 +175,8 @@ def test_parse_retry_after_naive_now_is_utc():
         (413, None, "final"),
         (422, None, "final"),
         (499, None, "final"),
-        (None, "ssrf", "final"),
+        (None, ErrorKind.SSRF, "final"),
+        (None, ErrorKind.TEMPLATE, "final"),
     ],
 )
 def test_classify(http_status, error_kind, expected):
