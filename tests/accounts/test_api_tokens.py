@@ -104,6 +104,27 @@ def test_it_revokes_a_token(alice_api, alice):
     assert AuditLogEntry.objects.filter(account=alice, action="api_token.revoked").exists()
 
 
+class DeleteFails(Exception):
+    pass
+
+
+def test_it_writes_no_revocation_entry_for_a_token_that_was_not_deleted(
+    alice_api, alice, monkeypatch
+):
+    created = create(alice_api).json()
+
+    def delete_fails(*args, **kwargs):
+        raise DeleteFails
+
+    monkeypatch.setattr(ApiToken, "delete", delete_fails)
+
+    r = alice_api.delete(f"/api/v1/accounts/me/api-tokens/{created['id']}")
+
+    assert r.status_code == 500
+    assert not AuditLogEntry.objects.filter(account=alice, action="api_token.revoked").exists()
+    assert bearer(created["token"]).get("/api/v1/accounts/me").status_code == 200
+
+
 def test_it_answers_404_for_another_accounts_token(alice_api, bob_api):
     created = create(bob_api).json()
     r = alice_api.delete(f"/api/v1/accounts/me/api-tokens/{created['id']}")
