@@ -7,26 +7,27 @@ from rest_framework import serializers
 from accounts.models import Account, ApiToken, AuditLogEntry
 from accounts.services import normalise_ip_entries
 from accounts.tokens import mask_token
+from conduit import strict
 
 # --- Requests -------------------------------------------------------------------
 
 
 class CreateAccountRequestSerializer(serializers.Serializer):
-    email = serializers.EmailField(max_length=254)
-    password = serializers.CharField(max_length=256, trim_whitespace=False)
+    email = strict.EmailField(max_length=254)
+    password = strict.CharField(max_length=256, trim_whitespace=False)
 
 
 class CreateSessionRequestSerializer(serializers.Serializer):
-    email = serializers.CharField(max_length=254)
-    password = serializers.CharField(max_length=256, trim_whitespace=False)
+    email = strict.CharField(max_length=254)
+    password = strict.CharField(max_length=256, trim_whitespace=False)
 
 
 class RefreshSessionRequestSerializer(serializers.Serializer):
-    refresh_token = serializers.CharField(max_length=256)
+    refresh_token = strict.CharField(max_length=256)
 
 
 class DeleteSessionRequestSerializer(serializers.Serializer):
-    refresh_token = serializers.CharField(
+    refresh_token = strict.CharField(
         max_length=256,
         required=False,
         help_text="Also revoke this refresh token (the session's own is always revoked).",
@@ -34,26 +35,24 @@ class DeleteSessionRequestSerializer(serializers.Serializer):
 
 
 class ChangePasswordRequestSerializer(serializers.Serializer):
-    current_password = serializers.CharField(max_length=256, trim_whitespace=False)
-    new_password = serializers.CharField(max_length=256, trim_whitespace=False)
+    current_password = strict.CharField(max_length=256, trim_whitespace=False)
+    new_password = strict.CharField(max_length=256, trim_whitespace=False)
     revoke_api_tokens = serializers.BooleanField(
         required=False, default=False, help_text="Also revoke every API token of the account."
     )
 
 
 class RequestPasswordResetRequestSerializer(serializers.Serializer):
-    email = serializers.CharField(max_length=254)
+    email = strict.CharField(max_length=254)
 
 
 class ConfirmPasswordResetRequestSerializer(serializers.Serializer):
-    token = serializers.CharField(max_length=256)
-    new_password = serializers.CharField(max_length=256, trim_whitespace=False)
+    token = strict.CharField(max_length=256)
+    new_password = strict.CharField(max_length=256, trim_whitespace=False)
 
 
 class UpdateTimezoneRequestSerializer(serializers.Serializer):
-    timezone = serializers.CharField(
-        max_length=64, help_text="An IANA time zone, e.g. Europe/Paris"
-    )
+    timezone = strict.CharField(max_length=64, help_text="An IANA time zone, e.g. Europe/Paris")
 
     def validate_timezone(self, value: str) -> str:
         if value not in zoneinfo.available_timezones():
@@ -65,7 +64,7 @@ class UpdateTimezoneRequestSerializer(serializers.Serializer):
 
 class DeleteAccountRequestSerializer(serializers.Serializer):
     confirm = serializers.BooleanField(help_text="Must be true.")
-    password = serializers.CharField(max_length=256, trim_whitespace=False)
+    password = strict.CharField(max_length=256, trim_whitespace=False)
 
     def validate_confirm(self, value: bool) -> bool:
         if value is not True:
@@ -74,7 +73,7 @@ class DeleteAccountRequestSerializer(serializers.Serializer):
 
 
 class CreateAPITokenRequestSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=100)
+    name = strict.CharField(max_length=100)
     expires_in = serializers.IntegerField(
         required=False,
         allow_null=True,
@@ -83,7 +82,7 @@ class CreateAPITokenRequestSerializer(serializers.Serializer):
         help_text="Lifetime in seconds; omit for a token that does not expire.",
     )
     allowed_ips = serializers.ListField(
-        child=serializers.CharField(max_length=64),
+        child=strict.CharField(max_length=64),
         required=False,
         default=list,
         max_length=100,
@@ -101,7 +100,7 @@ class CreateAPITokenRequestSerializer(serializers.Serializer):
 
 
 class PingResponseSerializer(serializers.Serializer):
-    status = serializers.CharField(help_text="`ok` when the API is up.")
+    status = strict.CharField(help_text="`ok` when the API is up.")
 
 
 # Response serializers mark every field read-only: drf-spectacular then lists them all
@@ -116,8 +115,8 @@ class AccountResponseSerializer(serializers.ModelSerializer):
 
 
 class SessionResponseSerializer(serializers.Serializer):
-    access_token = serializers.CharField()
-    refresh_token = serializers.CharField()
+    access_token = strict.CharField()
+    refresh_token = strict.CharField()
     expires_in = serializers.IntegerField(help_text="Seconds until the access token expires.")
 
 
@@ -125,7 +124,7 @@ class APITokenResponseSerializer(serializers.ModelSerializer):
     token = serializers.SerializerMethodField(
         help_text="The whole token on creation only; a masked form afterwards."
     )
-    allowed_ips = serializers.ListField(child=serializers.CharField(), read_only=True)
+    allowed_ips = serializers.ListField(child=strict.CharField(), read_only=True)
 
     class Meta:
         model = ApiToken
@@ -156,27 +155,27 @@ _CODE_HELP = (
 
 
 class TOTPCodeRequestSerializer(serializers.Serializer):
-    code = serializers.CharField(max_length=32, help_text=_CODE_HELP)
+    code = strict.CharField(max_length=32, help_text=_CODE_HELP)
 
 
 class CompleteTOTPSessionRequestSerializer(serializers.Serializer):
-    totp_token = serializers.CharField(
+    totp_token = strict.CharField(
         max_length=256, help_text="The challenge returned by POST /api/v1/sessions."
     )
-    code = serializers.CharField(max_length=32, help_text=_CODE_HELP)
+    code = strict.CharField(max_length=32, help_text=_CODE_HELP)
 
 
 class SetupTOTPResponseSerializer(serializers.Serializer):
-    secret = serializers.CharField(help_text="Base32 secret, for typing into the app by hand.")
-    otpauth_url = serializers.CharField(
+    secret = strict.CharField(help_text="Base32 secret, for typing into the app by hand.")
+    otpauth_url = strict.CharField(
         help_text="`otpauth://totp/Conduit:<email>?secret=...&issuer=Conduit`"
     )
-    qr_code_png = serializers.CharField(help_text="The otpauth URL as a QR code: base64 PNG.")
+    qr_code_png = strict.CharField(help_text="The otpauth URL as a QR code: base64 PNG.")
 
 
 class BackupCodesResponseSerializer(serializers.Serializer):
     backup_codes = serializers.ListField(
-        child=serializers.CharField(),
+        child=strict.CharField(),
         help_text="Ten single-use codes, shown only now; each replaces a TOTP code once.",
     )
 
@@ -185,7 +184,7 @@ class TOTPChallengeResponseSerializer(serializers.Serializer):
     totp_required = serializers.BooleanField(
         help_text="Always true: the password was right, and a TOTP code is needed."
     )
-    totp_token = serializers.CharField(
+    totp_token = strict.CharField(
         help_text="Send it with a code to POST /api/v1/sessions/2fa within 5 minutes (by "
         "default); it works once."
     )

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from conduit import strict
 from domains.models import Domain
 from policies.checks import normalise_domain_name
 
@@ -9,7 +10,7 @@ from policies.checks import normalise_domain_name
 
 
 class CreateDomainClaimRequestSerializer(serializers.Serializer):
-    name = serializers.CharField(
+    name = strict.CharField(
         # Generous: the 253-character rule applies to the A-label form, checked below.
         max_length=1024,
         help_text="The domain, e.g. example.com or bücher.example; stored lower-case in "

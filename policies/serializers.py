@@ -6,6 +6,7 @@ from typing import TypeVar
 from rest_framework import serializers
 from rest_framework.fields import empty
 
+from conduit import strict
 from policies.checks import (
     MASKED_PASSWORD,
     MIN_PASSWORD_LENGTH,
@@ -30,8 +31,8 @@ def _checked(parse: Callable[..., T], value: str, field: str) -> T:
         raise serializers.ValidationError(exc.messages) from None
 
 
-def _list_field(help_text: str) -> serializers.CharField:
-    return serializers.CharField(
+def _list_field(help_text: str) -> strict.CharField:
+    return strict.CharField(
         required=False,
         default="",
         allow_blank=True,
@@ -44,7 +45,7 @@ def _list_field(help_text: str) -> serializers.CharField:
 
 
 class CreateSmtpSecurityPolicyRequestSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=100)
+    name = strict.CharField(max_length=100)
     require_smtp_auth = serializers.BooleanField(
         required=False,
         default=False,
@@ -68,7 +69,7 @@ class CreateSmtpSecurityPolicyRequestSerializer(serializers.Serializer):
     allowed_dkim_domains = _list_field(
         "Domains whose DKIM signature counts (subdomains included); used with require_dkim."
     )
-    smtp_credentials = serializers.CharField(
+    smtp_credentials = strict.CharField(
         required=False,
         default="",
         allow_blank=True,

@@ -54,6 +54,77 @@ def test_it_answers_422_with_details(api):
     assert all(isinstance(m, str) for m in body["details"]["email"])
 
 
+# --- Strings stay strings (conduit/strict.py) ---------------------------------------------
+
+
+def test_it_refuses_a_number_sent_for_a_text_field(api):
+    from conduit.strict import NOT_TEXT
+
+    r = api.post(
+        "/api/v1/accounts",
+        {"email": "dana@example.com", "password": 123456789012345},
+        format="json",
+    )
+
+    body = assert_error(r, 422, "validation_error")
+    assert body["details"] == {"password": [NOT_TEXT]}
+
+
+def test_it_refuses_numbers_for_text_fields_across_the_api(alice_api, alice):
+    from conduit.strict import NOT_TEXT
+    from domains.models import Domain
+
+    Domain.objects.create(account=alice, name="alice.example", verified=True)
+    cases = [
+        ("/api/v1/domains", {"name": 42}, "name"),
+        ("/api/v1/smtp-policies", {"name": 7}, "name"),
+        ("/api/v1/webhooks", {"address": 1, "target_url": "https://h.example/"}, "address"),
+        ("/api/v1/webhooks", {"address": "a@alice.example", "target_url": 2.5}, "target_url"),
+        ("/api/v1/accounts/me/api-tokens", {"name": 3}, "name"),
+        ("/api/v1/accounts/me/api-tokens", {"name": "ci", "allowed_ips": [10]}, "allowed_ips.0"),
+    ]
+    for path, payload, field in cases:
+        body = assert_error(alice_api.post(path, payload, format="json"), 422, "validation_error")
+        assert field in body["details"], (path, body)
+        assert NOT_TEXT in str(body["details"][field]), (path, body)
+
+
+def _request_serializers() -> list[type]:
+    import importlib
+
+    from rest_framework import serializers
+
+    found = []
+    for app in ("accounts", "domains", "policies", "webhooks"):
+        module = importlib.import_module(f"{app}.serializers")
+        for name, value in vars(module).items():
+            if (
+                name.endswith("RequestSerializer")
+                and isinstance(value, type)
+                and issubclass(value, serializers.Serializer)
+            ):
+                found.append(value)
+    return found
+
+
+def test_every_text_field_of_every_request_takes_only_strings():
+    from rest_framework import serializers
+
+    from conduit import strict
+
+    loose = []
+    serializer_classes = _request_serializers()
+    assert len(serializer_classes) > 15
+    for serializer_class in serializer_classes:
+        for name, field in serializer_class().fields.items():
+            for each in (field, getattr(field, "child", None)):
+                if isinstance(each, serializers.CharField) and not isinstance(
+                    each, strict.CharField | strict.EmailField
+                ):
+                    loose.append(f"{serializer_class.__name__}.{name}")
+    assert loose == []
+
+
 def test_it_hides_uncaught_exceptions(alice_api, monkeypatch, settings):
     def explode(**kwargs):
         raise RuntimeError("secret internals")
