@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 from django.conf import settings
 from rest_framework import serializers
 
+from conduit import strict
 from webhooks import validation
 from webhooks.models import DeliveryLog, Webhook
 from webhooks.signing import mask_secret
@@ -16,22 +17,22 @@ MAX_TEMPLATE = 64 * 1024
 class _WebhookFieldsSerializer(serializers.Serializer):
     """Field rules shared by create and update; ownership rules live in services."""
 
-    name = serializers.CharField(max_length=100, required=False, allow_blank=True)
-    address = serializers.CharField(
+    name = strict.CharField(max_length=100, required=False, allow_blank=True)
+    address = strict.CharField(
         max_length=320, help_text="`name@domain` on a verified or public domain, or `*@domain`."
     )
-    target_url = serializers.CharField(max_length=2048)
-    secret = serializers.CharField(
+    target_url = strict.CharField(max_length=2048)
+    secret = strict.CharField(
         max_length=200,
         required=False,
         help_text="`whsec_` + base64; generated when omitted. Returned whole on create only.",
     )
     custom_headers = serializers.DictField(
-        child=serializers.CharField(allow_blank=True, trim_whitespace=False),
+        child=strict.CharField(allow_blank=True, trim_whitespace=False),
         required=False,
         help_text="Extra request headers (not Host, Content-*, User-Agent or webhook-*).",
     )
-    payload_template = serializers.CharField(
+    payload_template = strict.CharField(
         max_length=MAX_TEMPLATE, required=False, allow_blank=True, trim_whitespace=False
     )
     rate_limit = serializers.IntegerField(
@@ -87,8 +88,8 @@ class CreateWebhookRequestSerializer(_WebhookFieldsSerializer):
 class UpdateWebhookRequestSerializer(_WebhookFieldsSerializer):
     """Fields left out keep their values."""
 
-    address = serializers.CharField(max_length=320, required=False)
-    target_url = serializers.CharField(max_length=2048, required=False)
+    address = strict.CharField(max_length=320, required=False)
+    target_url = strict.CharField(max_length=2048, required=False)
     clear_security_policy = serializers.BooleanField(
         required=False, help_text="true detaches the SMTP security policy."
     )
@@ -103,7 +104,7 @@ class WebhookResponseSerializer(serializers.ModelSerializer):
     secret = serializers.SerializerMethodField(
         help_text="Whole in the create response only; masked afterwards."
     )
-    custom_headers = serializers.DictField(child=serializers.CharField(), read_only=True)
+    custom_headers = serializers.DictField(child=strict.CharField(), read_only=True)
 
     class Meta:
         model = Webhook
@@ -134,7 +135,7 @@ class DeliveryLogResponseSerializer(serializers.ModelSerializer):
         read_only=True,
         help_text="The target's HTTP status; null when no answer came (see `error`).",
     )
-    error = serializers.CharField(
+    error = strict.CharField(
         read_only=True,
         help_text="What went wrong (connection refused, timeout, template error, ...); "
         "empty when nothing did.",
@@ -177,18 +178,32 @@ def _iso8601(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+# Simulate reads its body leniently (simulate_request_values): the contract
+# gives simulateWebhook no 422. So the schema claims no maximum the API would
+# not enforce; each field says what happens to a longer value instead.
+SIMULATE_LIMITS = {"from": 320, "subject": 998, "text": 100_000}
+
+
 class SimulateWebhookRequestSerializer(serializers.Serializer):
     # "from" is a Python keyword; get_fields() below gives the field its public name.
-    from_ = serializers.CharField(max_length=320, required=False, default="sender@example.com")
-    subject = serializers.CharField(
-        max_length=998, required=False, default="Test message", allow_blank=True
+    from_ = strict.CharField(
+        required=False,
+        default="sender@example.com",
+        help_text="The sender address; a longer value than 320 characters is cut to 320, "
+        "an empty one or one that is not a string gives the default.",
     )
-    text = serializers.CharField(
-        max_length=100_000,
+    subject = strict.CharField(
+        required=False,
+        default="Test message",
+        allow_blank=True,
+        help_text="Cut to 998 characters; not a string: the default.",
+    )
+    text = strict.CharField(
         required=False,
         default="This is a simulated message from Conduit.",
         allow_blank=True,
         trim_whitespace=False,
+        help_text="The message text; cut to 100,000 characters; not a string: the default.",
     )
 
     def get_fields(self) -> dict:
@@ -202,7 +217,7 @@ def simulate_request_values(data: object) -> dict[str, str]:
 
     The contract gives simulateWebhook no 422, so a field that is missing, not a
     string or (for ``from``) empty takes its default, NUL characters are dropped and
-    longer values are cut to the documented maximum length.
+    longer values are cut to the length its description states (SIMULATE_LIMITS).
     """
     body = data if isinstance(data, dict) else {}
     values = {}
@@ -211,12 +226,12 @@ def simulate_request_values(data: object) -> dict[str, str]:
         value = value.replace("\x00", "") if isinstance(value, str) else None
         if value is None or (not value.strip() and not field.allow_blank):
             value = field.default
-        values[name] = value[: field.max_length]
+        values[name] = value[: SIMULATE_LIMITS[name]]
     return values
 
 
 class SimulateWebhookResponseSerializer(serializers.Serializer):
     http_status = serializers.IntegerField(allow_null=True)
     duration_ms = serializers.IntegerField()
-    error = serializers.CharField(allow_null=True)
+    error = strict.CharField(allow_null=True)
     simulated = serializers.BooleanField()

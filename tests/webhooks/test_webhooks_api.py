@@ -206,6 +206,25 @@ def test_it_deletes_webhooks_with_their_domain(alice_api, alice_domain, body):
     assert not Webhook.objects.exists()
 
 
+def test_simulate_cuts_a_from_over_320_characters_as_the_schema_says(
+    alice_api, alice, alice_domain, httpserver, delivery_settings
+):
+    hook = make_webhook(alice, alice_domain, httpserver.url_for("/sim"))
+    httpserver.expect_request("/sim").respond_with_data("ok")
+    sender = "a" * 390 + "@example.net"
+
+    r = alice_api.post(f"/api/v1/webhooks/{hook.id}/simulate", {"from": sender}, format="json")
+
+    # The contract gives simulateWebhook no 422: the simulation runs, with the
+    # value cut where the schema's description says, and no maxLength claimed.
+    assert r.status_code == 200
+    assert DeliveryLog.objects.get(webhook=hook).sender == sender[:320]
+    schema = alice_api.get("/api/v1/openapi.json").json()
+    field = schema["components"]["schemas"]["SimulateWebhookRequest"]["properties"]["from"]
+    assert "maxLength" not in field
+    assert "cut to 320" in field["description"]
+
+
 def test_it_simulates_a_delivery(alice_api, alice, alice_domain, httpserver, delivery_settings):
     hook = make_webhook(alice, alice_domain, httpserver.url_for("/sim"))
     httpserver.expect_request("/sim").respond_with_data("ok", status=202)
