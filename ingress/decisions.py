@@ -8,10 +8,7 @@ an SMTP reply line to send as-is or the data the next step needs.
 from __future__ import annotations
 
 import contextlib
-import email.parser
-import email.policy
 import logging
-import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -223,66 +220,6 @@ def judge_recipient(
     return None, route
 
 
-def _header_block(raw: bytes) -> bytes:
-    """The message up to the blank line that ends its headers (all of it if none)."""
-    end = raw.find(b"\r\n\r\n")
-    bare_lf = raw.find(b"\n\n", 0, end if end >= 0 else len(raw))
-    if bare_lf >= 0:
-        return raw[: bare_lf + 2]
-    return raw[: end + 4] if end >= 0 else raw
-
-
-def _message_id(raw: bytes) -> str:
-    # Only the header block: given the whole message, the parser copies the
-    # body several times over (a 25 MB message cost ~180 MB at peak).
-    block = _header_block(raw)
-    if block.isascii():
-        return _ascii_message_id(block.decode("ascii"))
-    try:
-        headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(block)
-        return str(headers.get("Message-ID", "") or "").strip()
-    except Exception:  # a header we cannot parse never blocks acceptance
-        return ""
-
-
-# The email package's feed parser, for what it needs here: lines end at CRLF,
-# CR or LF, and the headers end at the first line that is neither a field, a
-# continuation nor an mbox "From " line.
-_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
-_HEADER_LINE = re.compile(r"From |[\041-\071\073-\176]*:|[\t ]")
-
-
-def _ascii_message_id(block: str) -> str:
-    """What the compat32 header parser gives for Message-ID, stripped, without
-    its machinery (a feed parser and a message object per message cost more
-    than the rest of storing one). The first Message-ID field wins; tests
-    compare this with the parser on generated header blocks."""
-    # Each field's lines; an empty list for a line that is no field (an mbox
-    # "From " line, or one that starts with ":"), whose continuations are lost.
-    fields: list[list[str]] = []
-    for line in _LINE.findall(block):
-        if not _HEADER_LINE.match(line):  # the end of the headers
-            break
-        if line[0] in " \t":
-            if fields and fields[-1]:
-                fields[-1].append(line)
-        elif not line.startswith("From ") and line.find(":") > 0:
-            fields.append([line])
-        else:
-            fields.append([])
-    for source in fields:
-        if source and (value := _field_value(source, "message-id")) is not None:
-            return value
-    return ""
-
-
-def _field_value(lines: list[str], wanted: str) -> str | None:
-    name, value = lines[0].split(":", 1)
-    if name.lower() != wanted:
-        return None
-    return (value + "".join(lines[1:])).strip()
-
-
 def _check_mail_auth(
     message: MessageInput, policies: list[SmtpSecurityPolicy]
 ) -> tuple[str | None, str, list[str]]:
@@ -416,7 +353,7 @@ def _new_message(
         recipients=recipients,
         client_ip=message.client_ip,
         helo=message.helo,
-        message_id_header=_message_id(message.raw),
+        message_id_header=webhook_accept.message_id(message.raw),
         spf_result=spf_result,
         dkim_domains=dkim_domains or [],
         smtp_auth_user=message.identity.username if message.identity else "",

@@ -3,7 +3,8 @@
 The ingress imports nothing else from ``webhooks`` (tests/test_import_cycles.py
 holds it to that): it looks recipients up at RCPT (webhook_for_recipient) and
 again after DATA (active_webhooks; the Webhook model only as their type),
-stores what it accepted (messages_accept), puts the new deliveries on the
+stores what it accepted (messages_accept) with its Message-ID read as the
+payload reads it (message_id), puts the new deliveries on the
 queue (publish), and asks whether the database is PostgreSQL (on_postgresql:
 only there does it hear of route changes, and run more than one process).
 """
@@ -18,6 +19,7 @@ from django.utils import timezone
 from webhooks import delivery, storage
 from webhooks.delivery import TASK_BATCH
 from webhooks.delivery import enqueue_many as publish
+from webhooks.mail.headers import message_id
 from webhooks.models import Webhook
 from webhooks.selectors import webhook_for_recipient
 from webhooks.selectors import webhooks_active_by_id as active_webhooks
@@ -31,6 +33,7 @@ __all__ = [
     "Webhook",
     "active_webhooks",
     "message_accept",
+    "message_id",
     "messages_accept",
     "on_postgresql",
     "publish",

@@ -308,6 +308,12 @@ def read_header_block(raw: bytes, start: int = 0, end: int | None = None) -> tup
     indented first field is read as a field. The block ends at the blank line, or at a line
     that is no field and is not followed by one (a message without the blank line).
     """
+    fields, body_start = _field_lines(raw, start, end)
+    return _finish(fields), body_start
+
+
+def _field_lines(raw: bytes, start: int, end: int | None) -> tuple[list[list[bytes]], int]:
+    """read_header_block's work: each field's raw lines, and where the body starts."""
     end = len(raw) if end is None else end
     position = start + 3 if raw.startswith(_BOM, start, end) else start
     fields: list[list[bytes]] = []
@@ -315,7 +321,7 @@ def read_header_block(raw: bytes, start: int = 0, end: int | None = None) -> tup
         line_end = _line_end(raw, position, end)
         line = raw[position:line_end]
         if not line.rstrip(b"\r\n"):  # the blank line
-            return _finish(fields), line_end
+            return fields, line_end
         position_before, position = position, line_end
         if line[0] in b" \t":
             if fields:
@@ -329,10 +335,40 @@ def read_header_block(raw: bytes, start: int = 0, end: int | None = None) -> tup
         if line.startswith((b"From ", b">From ")):  # an mbox separator line
             continue
         if not _is_field_or_continuation(raw, line_end, end):
-            return _finish(fields), position_before  # the body starts here
+            return fields, position_before  # the body starts here
         if fields and b":" not in line:
             fields[-1].append(b" " + line)
-    return _finish(fields), end
+    return fields, end
+
+
+def header_block_end(raw: bytes) -> int:
+    """Where the blank line after the first header block ends, found without reading it
+    line by line (the whole message when there is none). Past it, read_header_block
+    never looks, so a caller that only wants the headers need not hand it the body."""
+    # A blank line, "\r\n" or "\n", right after a line's end. (One the reader also
+    # takes for blank but this misses, "\r\r\n", only makes the bound later.) The
+    # bare-LF form is looked for only before the CRLF one: absent, it scans slowly.
+    crlf = raw.find(b"\n\r\n")
+    limit = crlf + 3 if crlf >= 0 else len(raw)
+    lf = raw.find(b"\n\n", 0, limit)
+    return lf + 2 if lf >= 0 else limit
+
+
+def message_id(raw: bytes) -> str:
+    """The message's first Message-ID, as the payload's ``message_id`` reports it; "" if none.
+
+    The one reading of it: the ingress stores this with every message it accepts
+    (InboundMessage.message_id_header, what operators search by), and
+    webhooks.payload reads the same header block with the same reader.
+    """
+    fields, _ = _field_lines(raw, 0, header_block_end(raw))
+    for lines in fields:
+        # Only the field asked for is decoded (_finish, as read_header_block does).
+        if lines[0][:10].lower() == b"message-id" and (found := _finish([lines])):
+            name, value = found[0]
+            if name.lower() == "message-id":
+                return decode_header(value).strip()
+    return ""
 
 
 def _finish(fields: list[list[bytes]]) -> list[tuple[str, str]]:
