@@ -127,6 +127,15 @@ def test_it_decodes_a_base64_encoded_forwarded_message():
     )
 
 
+def test_it_decodes_a_quoted_printable_forwarded_message():
+    (forwarded,) = payload("3-qp-message-rfc822.eml")["attachments"]
+    assert forwarded["content_type"] == "message/rfc822"
+    assert content(forwarded) == (
+        b"From: original@example.com\r\nSubject: \xc3\x9cber\r\n\r\n"
+        b"Inner body with a soft break and = sign."  # the last CRLF is the delimiter's
+    )
+
+
 # --- 4. Addresses -------------------------------------------------------------------------
 
 
