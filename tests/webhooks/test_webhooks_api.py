@@ -225,6 +225,25 @@ def test_simulate_cuts_a_from_over_320_characters_as_the_schema_says(
     assert "cut to 320" in field["description"]
 
 
+@pytest.mark.parametrize("debug", [True, False])
+def test_simulate_blocks_a_private_target_without_telling_its_address(
+    alice_api, alice, alice_domain, settings, debug
+):
+    settings.DEBUG = debug
+    settings.CONDUIT_ALLOW_PRIVATE_TARGETS = False
+    settings.CONDUIT_ALLOW_HTTP_TARGETS = True
+    hook = make_webhook(alice, alice_domain, "http://localhost:9/hook")  # stored before
+
+    r = alice_api.post(f"/api/v1/webhooks/{hook.id}/simulate", {}, format="json")
+
+    assert r.status_code == 200
+    error = r.json()["error"]
+    assert error.startswith("Blocked: localhost does not resolve to a public internet address")
+    assert "127.0.0.1" not in error and "::1" not in error  # not a DNS oracle
+    assert ("CONDUIT_ALLOW_PRIVATE_TARGETS" in error) is debug
+    assert DeliveryLog.objects.get().error == error
+
+
 def test_it_simulates_a_delivery(alice_api, alice, alice_domain, httpserver, delivery_settings):
     hook = make_webhook(alice, alice_domain, httpserver.url_for("/sim"))
     httpserver.expect_request("/sim").respond_with_data("ok", status=202)
