@@ -1,8 +1,8 @@
 """The API reference's bodies, transcribed: field names and types of every operation.
 
-Copied by hand from shared/seeds/001_3c740ead5d6893f4.txt (the full reference) and
-shared/seeds/000_01c62591ae18c033.txt (the same API plus `ping`, `listAuditLog`,
-`revoke_api_tokens` on changePassword and `name` on webhooks), so that the test reads
+Copied by hand from the API reference (its full edition, and the edition that adds
+`ping`, `listAuditLog`, `revoke_api_tokens` on changePassword and `name` on
+webhooks), so that the test reads
 a plain table rather than parsing prose. The reference writes types as sample values;
 they are named here as
 
