@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from ingress import decisions
 from tests.delivery_fixtures import make_webhook
 from webhooks import accept
 from webhooks.models import InboundMessage
@@ -165,7 +164,7 @@ def test_its_own_connections_leave_out_what_only_django_reads() -> None:
     ],
 )
 def test_it_reads_the_message_id_from_the_header_block_only(raw: bytes, expected: str) -> None:
-    assert decisions._message_id(raw) == expected
+    assert accept.message_id(raw) == expected
 
 
 @pytest.mark.django_db
