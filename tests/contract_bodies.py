@@ -18,6 +18,8 @@ items, None for no body, or ANY.
 
 `DOCUMENTED_EXTRAS` lists what Conduit serves beyond the reference, per component or
 operation; the test requires the schema to document exactly reference + extras.
+`BEYOND_THE_CONTRACT` names the operations Conduit serves beyond the contract's 38:
+they are in the schema with their own operationIds, and leave the 38 as they are.
 """
 
 from __future__ import annotations
@@ -240,6 +242,13 @@ DOCUMENTED_EXTRAS: dict[str, dict[str, str]] = {
     "Error": {"details": OBJECT},
     # The audit log is paged like the delivery logs (CONTRACT.md: paged lists).
     "listAuditLog:parameters": {"page": INT, "page_size": INT},
+    # A paused webhook accepts mail and holds its deliveries (pauseWebhook).
+    "WebhookResponse": {"paused": BOOL, "paused_at": DATETIME},
+}
+
+BEYOND_THE_CONTRACT = {
+    "pauseWebhook",
+    "resumeWebhook",
 }
 
 # The reference's "any" for sign-in: the two shapes it may take (CONTRACT.md, 2FA).

@@ -383,3 +383,19 @@ def test_it_draws_the_last_24_hours_by_outcome_from_one_query(
     assert "Delivered: <strong>3</strong>" in html
     assert "Retrying: <strong>1</strong>" in html
     assert "inbox@bob.example" in html
+
+
+def test_it_pauses_and_resumes_webhooks_audited(operator_client, webhook):
+    page = "/admin/webhooks/webhook/"
+    r = operator_client.post(page, {"action": "pause", "_selected_action": [str(webhook.id)]})
+    assert r.status_code == 302
+    webhook.refresh_from_db()
+    assert webhook.paused_at is not None and webhook.active
+    assert operator_client.get(f"{page}?paused=yes").context["cl"].result_count == 1
+    r = operator_client.post(page, {"action": "resume", "_selected_action": [str(webhook.id)]})
+    assert r.status_code == 302
+    webhook.refresh_from_db()
+    assert webhook.paused_at is None
+    entries = AuditLogEntry.objects.filter(action__in=["webhook.paused", "webhook.resumed"])
+    assert sorted(e.action for e in entries) == ["webhook.paused", "webhook.resumed"]
+    assert {e.metadata["operator"] for e in entries} == {"ops@conduit.email"}

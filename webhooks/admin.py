@@ -10,7 +10,8 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from conduit.admin import ReadOnlyAdminMixin
-from webhooks import delivery
+from conduit.net import client_ip
+from webhooks import delivery, services
 from webhooks.models import Delivery, DeliveryLog, InboundMessage, Webhook
 
 SEARCH_HELP = "Message-ID, sender or recipient address"
@@ -77,18 +78,63 @@ class RecentLogsInline(admin.TabularInline):
         return queryset.filter(id__in=list(recent))
 
 
+class PausedFilter(admin.SimpleListFilter):
+    title = "paused"
+    parameter_name = "paused"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list:
+        return [("yes", "Paused"), ("no", "Delivering")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Webhook]) -> QuerySet:
+        if self.value() in ("yes", "no"):
+            return queryset.filter(paused_at__isnull=self.value() == "no")
+        return queryset
+
+
 @admin.register(Webhook)
 class WebhookAdmin(admin.ModelAdmin):
-    list_display = ["address", "account", "target_url", "active", "rate_limit", "created_at"]
-    list_filter = ["active", ("created_at", admin.DateFieldListFilter)]
+    list_display = [
+        "address",
+        "account",
+        "target_url",
+        "active",
+        "paused_at",
+        "rate_limit",
+        "created_at",
+    ]
+    list_filter = ["active", PausedFilter, ("created_at", admin.DateFieldListFilter)]
     search_fields = ["address", "target_url", "account__email", "name"]
     list_select_related = ["account"]
     ordering = ["-created_at"]
-    readonly_fields = ["id", "log_count", "created_at", "updated_at"]
+    # Pausing goes through the actions (audited), not the form.
+    readonly_fields = ["id", "paused_at", "log_count", "created_at", "updated_at"]
     exclude = ["secret"]
     raw_id_fields = ["account", "domain", "smtp_security_policy"]
     inlines = [RecentLogsInline]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    actions = ["pause", "resume"]
+
+    @admin.action(description="Pause deliveries (mail still accepted)", permissions=["change"])
+    def pause(self, request: HttpRequest, queryset: QuerySet[Webhook]) -> None:
+        ip, operator = client_ip(request), request.user.get_username()
+        for webhook in queryset:
+            services.webhook_pause(webhook=webhook, ip=ip, operator=operator)
+        self.message_user(
+            request,
+            f"Paused {len(queryset)} webhook(s): their mail is accepted and waits.",
+            messages.SUCCESS,
+        )
+
+    @admin.action(description="Resume deliveries (send what waited)", permissions=["change"])
+    def resume(self, request: HttpRequest, queryset: QuerySet[Webhook]) -> None:
+        ip, operator = client_ip(request), request.user.get_username()
+        for webhook in queryset:
+            services.webhook_resume(webhook=webhook, ip=ip, operator=operator)
+        self.message_user(
+            request,
+            f"Resumed {len(queryset)} webhook(s): what waited is being sent, oldest first.",
+            messages.SUCCESS,
+        )
 
 
 class AttemptInline(admin.TabularInline):

@@ -395,6 +395,19 @@ def sweep(*, limit: int = 500) -> int:
     return len(ids)
 
 
+def send_held(*, webhook_id: uuid.UUID) -> None:
+    """A resumed webhook's waiting deliveries go out now, in order of arrival.
+
+    Their tasks ran while it was paused and skipped them; marked as never
+    queued, the sweep sends them again, oldest ``next_attempt_at`` (for a
+    first attempt: the arrival) first. Runs in the caller's transaction; the
+    sweep runs once it commits (it would not see them before)."""
+    Delivery.objects.filter(webhook_id=webhook_id, status=Delivery.Status.PENDING).update(
+        enqueued_at=None
+    )
+    transaction.on_commit(sweep, robust=True)
+
+
 def redeliver(*, delivery: Delivery) -> None:
     """Operator replay: the same delivery (same webhook-id) becomes due now."""
     now = timezone.now()

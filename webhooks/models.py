@@ -37,6 +37,10 @@ class Webhook(models.Model):
     )
     active = models.BooleanField(default=True)
     deactivated_reason = models.CharField(max_length=300, blank=True)
+    # Paused (pauseWebhook): mail is still accepted and stored, its deliveries
+    # wait (the claim rule, webhooks/storage.py, does not take them) until
+    # resumed. Not `active`, which refuses mail at RCPT.
+    paused_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Kept with every log write so that listing logs never needs COUNT(*).
     log_count = models.BigIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -48,6 +52,10 @@ class Webhook(models.Model):
 
     def __str__(self) -> str:
         return self.address
+
+    @property
+    def paused(self) -> bool:
+        return self.paused_at is not None
 
 
 class InboundMessage(models.Model):

@@ -105,6 +105,13 @@ class WebhookResponseSerializer(serializers.ModelSerializer):
         help_text="Whole in the create response only; masked afterwards."
     )
     custom_headers = serializers.DictField(child=strict.CharField(), read_only=True)
+    paused = serializers.BooleanField(
+        read_only=True,
+        help_text="Deliveries wait while true (pauseWebhook); mail is still accepted.",
+    )
+    paused_at = serializers.DateTimeField(
+        allow_null=True, read_only=True, help_text="When it was paused; null when not paused."
+    )
 
     class Meta:
         model = Webhook
@@ -119,6 +126,8 @@ class WebhookResponseSerializer(serializers.ModelSerializer):
             "rate_limit",
             "smtp_security_policy_id",
             "active",
+            "paused",
+            "paused_at",
             "created_at",
             "updated_at",
         ]

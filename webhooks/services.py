@@ -151,6 +151,50 @@ def webhook_update(*, webhook: Webhook, data: dict, ip: str | None) -> Webhook:
     return webhook
 
 
+def webhook_pause(*, webhook: Webhook, ip: str | None, operator: str = "") -> Webhook:
+    """Hold the webhook's deliveries: mail is still accepted and stored, nothing
+    is sent until webhook_resume. Pausing a paused webhook changes nothing.
+    An attempt already under way finishes; its retry waits like the rest."""
+    # The change and its audit entry stand or fall together; the row lock
+    # keeps a concurrent resume from interleaving with it.
+    with transaction.atomic():
+        locked = Webhook.objects.select_for_update().get(id=webhook.id)
+        if locked.paused_at is None:
+            locked.paused_at = timezone.now()
+            locked.save(update_fields=["paused_at", "updated_at"])
+            audit_record(
+                account=locked.account,
+                action="webhook.paused",
+                ip=ip,
+                webhook_id=str(locked.id),
+                **({"operator": operator} if operator else {}),
+            )
+    return locked
+
+
+def webhook_resume(*, webhook: Webhook, ip: str | None, operator: str = "") -> Webhook:
+    """Send what waited while the webhook was paused, in order of arrival, and
+    deliver new mail as it comes again. Resuming a running webhook changes nothing."""
+    # One transaction: the webhook resumed, its held deliveries released and
+    # the audit entry, so the sweep that sends them sees all of it at once.
+    with transaction.atomic():
+        locked = Webhook.objects.select_for_update().get(id=webhook.id)
+        if locked.paused_at is not None:
+            paused_at = locked.paused_at
+            locked.paused_at = None
+            locked.save(update_fields=["paused_at", "updated_at"])
+            delivery.send_held(webhook_id=locked.id)
+            audit_record(
+                account=locked.account,
+                action="webhook.resumed",
+                ip=ip,
+                webhook_id=str(locked.id),
+                paused_at=paused_at.isoformat(),
+                **({"operator": operator} if operator else {}),
+            )
+    return locked
+
+
 def webhook_delete(*, webhook: Webhook, ip: str | None) -> None:
     # The audit entry is written only if the webhook is really gone.
     with transaction.atomic():

@@ -30,7 +30,7 @@ from typing import Any
 
 from django.db import connection, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import F, Model, Q
+from django.db.models import Exists, F, Model, OuterRef, Q
 
 from conduit import dbconn
 from webhooks.models import Delivery, DeliveryLog, InboundMessage, Webhook
@@ -291,24 +291,29 @@ def insert_messages(new_messages: Sequence[NewMessage], now: datetime) -> list[A
 # --- Claiming ----------------------------------------------------------------------
 
 # The claim rule, once, in both languages: a worker may take a delivery that is
-# pending and due, or delivering under a lease that ran out (its worker died).
-# tests/webhooks/test_claim.py checks that both select the same rows.
+# pending and due, or delivering under a lease that ran out (its worker died),
+# unless its webhook is paused. tests/webhooks/test_claim.py checks that both
+# select the same rows.
 
 
 def claimable(now: datetime) -> Q:
-    """Rows a worker may take now: due pending ones, and stale leases of dead workers."""
+    """Rows a worker may take now: due pending ones, and stale leases of dead
+    workers, of webhooks that are not paused."""
     due = Q(status=Delivery.Status.PENDING) & (
         Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
     )
-    return due | _stale(now)
+    return (due | _stale(now)) & _not_paused()
 
 
 CLAIMABLE_SQL = (
-    "((d.status = %(pending)s"
+    "(hook.paused_at IS NULL"
+    " AND ((d.status = %(pending)s"
     " AND (d.next_attempt_at IS NULL OR d.next_attempt_at <= %(now)s))"
-    " OR (d.status = %(delivering)s AND d.leased_until <= %(now)s))"
+    " OR (d.status = %(delivering)s AND d.leased_until <= %(now)s)))"
 )
-"""The same rule for a statement where the delivery table is ``d``."""
+"""The same rule for a statement where the delivery table is ``d`` and its
+webhook ``hook`` (the claim joins the webhook anyway: the paused check is a
+column of a row it reads)."""
 
 
 def claimable_params(now: datetime) -> dict[str, Any]:
@@ -321,6 +326,14 @@ def claimable_params(now: datetime) -> dict[str, Any]:
 
 def _stale(now: datetime) -> Q:
     return Q(status=Delivery.Status.DELIVERING, leased_until__lte=now)
+
+
+def _not_paused() -> Q:
+    # A subquery, not a join (webhook__paused_at): an UPDATE filtered through a
+    # join becomes ``id IN (SELECT ...)``, whose re-check under a concurrent
+    # claim reads the old row, so two workers could both take it. With EXISTS
+    # the status is re-checked on the row being updated.
+    return Q(Exists(Webhook.objects.filter(pk=OuterRef("webhook_id"), paused_at__isnull=True)))
 
 
 def claimable_row(delivery_id: uuid.UUID, now: datetime) -> Any:
@@ -489,14 +502,16 @@ def take_for_sweep(*, now: datetime, requeue_after: timedelta, limit: int) -> li
     """Due deliveries whose task is lost (never queued, or queued longer than
     ``requeue_after`` ago) and stale leases, marked as queued now; a stale
     lease goes back to pending so the claim treats it as due. Rows another
-    sweep holds are skipped, not waited for."""
+    sweep holds are skipped, not waited for. A paused webhook's deliveries are
+    left where they are (their tasks would only be skipped), oldest first, for
+    the sweep after it is resumed."""
     lost_task = Q(status=Delivery.Status.PENDING, next_attempt_at__lte=now) & (
         Q(enqueued_at__isnull=True) | Q(enqueued_at__lte=now - requeue_after)
     )
     with transaction.atomic():
         ids = list(
             Delivery.objects.select_for_update(skip_locked=True)
-            .filter(lost_task | _stale(now))
+            .filter(lost_task | _stale(now), _not_paused())
             .order_by("next_attempt_at")
             .values_list("id", flat=True)[:limit]
         )

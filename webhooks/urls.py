@@ -11,5 +11,7 @@ urlpatterns = [
         views.DeliveryLogView.as_view(),
         name="delivery-log",
     ),
+    path("webhooks/<uuid:id>/pause", views.PauseWebhookView.as_view(), name="pause"),
+    path("webhooks/<uuid:id>/resume", views.ResumeWebhookView.as_view(), name="resume"),
     path("webhooks/<uuid:id>/simulate", views.SimulateWebhookView.as_view(), name="simulate"),
 ]

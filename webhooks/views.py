@@ -180,6 +180,63 @@ class DeliveryLogView(APIView):
         return Response(DeliveryLogResponseSerializer(log).data)
 
 
+class PauseWebhookView(BrowsableActionMixin, APIView):
+    """Holds the webhook's deliveries while mail keeps being accepted."""
+
+    def form_page_data(self, request: Request, id: uuid.UUID) -> dict:
+        webhook = selectors.get_webhook_for_account(account=request.user, webhook_id=id)
+        return WebhookResponseSerializer(webhook).data
+
+    @extend_schema(
+        operation_id="pauseWebhook",
+        parameters=[WEBHOOK_ID],
+        request=None,
+        tags=_TAGS,
+        summary="Pause deliveries of a webhook",
+        description="Mail to the webhook's address is still accepted (250) and stored; its "
+        "deliveries wait, attempts and retries included, until resumeWebhook. An attempt "
+        "already under way finishes. Unlike `active: false`, which refuses mail at RCPT, "
+        "nothing is lost or refused. Pausing a paused webhook changes nothing (`paused_at` "
+        "keeps the first pause). Audited as `webhook.paused`.",
+        responses={
+            200: OpenApiResponse(WebhookResponseSerializer, description="Paused webhook"),
+            **errors(401, 404),
+        },
+    )
+    def post(self, request: Request, id: uuid.UUID) -> Response:
+        webhook = selectors.get_webhook_for_account(account=request.user, webhook_id=id)
+        webhook = services.webhook_pause(webhook=webhook, ip=client_ip(request))
+        return Response(WebhookResponseSerializer(webhook).data)
+
+
+class ResumeWebhookView(BrowsableActionMixin, APIView):
+    """Sends what waited while the webhook was paused."""
+
+    def form_page_data(self, request: Request, id: uuid.UUID) -> dict:
+        webhook = selectors.get_webhook_for_account(account=request.user, webhook_id=id)
+        return WebhookResponseSerializer(webhook).data
+
+    @extend_schema(
+        operation_id="resumeWebhook",
+        parameters=[WEBHOOK_ID],
+        request=None,
+        tags=_TAGS,
+        summary="Resume deliveries of a webhook",
+        description="The deliveries that waited while the webhook was paused are sent, "
+        "oldest first (in order of arrival), and new mail is delivered as it comes. "
+        "Resuming a webhook that is not paused changes nothing. Audited as "
+        "`webhook.resumed`.",
+        responses={
+            200: OpenApiResponse(WebhookResponseSerializer, description="Resumed webhook"),
+            **errors(401, 404),
+        },
+    )
+    def post(self, request: Request, id: uuid.UUID) -> Response:
+        webhook = selectors.get_webhook_for_account(account=request.user, webhook_id=id)
+        webhook = services.webhook_resume(webhook=webhook, ip=client_ip(request))
+        return Response(WebhookResponseSerializer(webhook).data)
+
+
 class SimulateWebhookView(BrowsableActionMixin, APIView):
     """Sends a synthetic message to the webhook, once, and shows what came back."""
 

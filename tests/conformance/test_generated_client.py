@@ -74,6 +74,8 @@ def client_package(tmp_path_factory) -> Iterator[SimpleNamespace]:
             simulate_webhook=load("api.webhooks.simulate_webhook"),
             list_delivery_logs=load("api.webhooks.list_delivery_logs"),
             get_delivery_log=load("api.webhooks.get_delivery_log"),
+            pause_webhook=load("api.webhooks.pause_webhook"),
+            resume_webhook=load("api.webhooks.resume_webhook"),
         )
     finally:
         sys.path.remove(str(folder))
@@ -183,3 +185,9 @@ def test_a_generated_client_runs_the_whole_flow(
         assert (log.webhook_id, log.http_status, log.simulated) == (webhook.id, 202, True)
         assert log.sender == "dave@example.net"
         assert api.get_delivery_log.sync(webhook.id, log.id, client=carol).id == log.id
+
+        paused = api.pause_webhook.sync(webhook.id, client=carol)
+        assert isinstance(paused, models.WebhookResponse), paused
+        assert paused.paused is True and paused.paused_at is not None and paused.active
+        resumed = api.resume_webhook.sync(webhook.id, client=carol)
+        assert (resumed.paused, resumed.paused_at) == (False, None)

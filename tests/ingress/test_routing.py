@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import smtplib
+import time
 
 import pytest
 
+from conduit.celery import app as celery_app
 from policies.models import SmtpSecurityPolicy
 from tests.ingress.conftest import hook, make_policy
 from tests.webhooks.test_delivery import wait_for
+from webhooks import services
 from webhooks.models import Delivery, InboundMessage
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -291,3 +294,33 @@ def test_it_answers_451_when_something_unexpected_breaks_and_the_session_goes_on
     assert (code, text) == (451, b"4.3.0 Local error in processing; please try again later")
     assert next_message == {}
     assert InboundMessage.objects.get().rcpt_to == ["team@alice.example"]
+
+
+def test_a_paused_webhook_accepts_mail_and_sends_it_in_order_once_resumed(
+    ingress, alice, alice_domain, httpserver, delivery_settings, celery_worker
+):
+    webhook = hook(alice, alice_domain, httpserver.url_for("/team"), "team@alice.example")
+    httpserver.expect_request("/team").respond_with_data("ok")
+    services.webhook_pause(webhook=webhook, ip=None)
+
+    with ingress.smtp() as smtp:
+        for i in range(3):
+            message = MESSAGE.replace(b"Subject: Routing", f"Subject: Paused {i}".encode())
+            assert smtp.sendmail("sender@sender.example", ["team@alice.example"], message) == {}
+
+    # Stored, their tasks run and skipped them: nothing sent while paused.
+    assert InboundMessage.objects.count() == 3
+    wait_for(lambda: queue_length() == 0)
+    time.sleep(0.3)  # the last task taken off the queue finishes
+    assert httpserver.log == []
+    assert set(Delivery.objects.values_list("status", flat=True)) == {Delivery.Status.PENDING}
+
+    services.webhook_resume(webhook=webhook, ip=None)
+    wait_for(lambda: len(httpserver.log) == 3)
+    subjects = [request.get_json()["subject"] for request, _ in httpserver.log]
+    assert subjects == ["Paused 0", "Paused 1", "Paused 2"]
+
+
+def queue_length() -> int:
+    with celery_app.connection_for_read() as connection:
+        return connection.default_channel.client.llen("celery")

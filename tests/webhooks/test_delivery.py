@@ -16,7 +16,7 @@ from django.utils import timezone
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from tests.delivery_fixtures import RAW, SECRET, accept, make_webhook
-from webhooks import delivery
+from webhooks import delivery, services, storage
 from webhooks.models import Delivery, DeliveryLog, InboundMessage, Webhook
 from webhooks.tasks import purge_raw_messages, sweep_deliveries
 
@@ -517,3 +517,52 @@ def test_two_workers_never_both_take_the_last_slot_the_database_counts(
 
     statuses = sorted(Delivery.objects.values_list("status", flat=True))
     assert statuses == [Delivery.Status.DELIVERING, Delivery.Status.PENDING]
+
+
+def pause(webhook: Webhook) -> None:
+    Webhook.objects.filter(id=webhook.id).update(paused_at=timezone.now())
+
+
+@pytest.mark.django_db
+def test_a_paused_webhooks_deliveries_wait_unclaimed_and_unswept(webhook, httpserver, monkeypatch):
+    sent = []
+    monkeypatch.setattr(delivery, "enqueue_many", lambda ids: sent.extend(ids))
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    accept(webhook)
+    accept(webhook, raw=RAW + b"2")
+    due, stale = Delivery.objects.order_by("created_at")
+    pause(webhook)
+    # The task the ingress queued finds nothing to claim: no attempt, no log.
+    assert delivery.deliver(delivery_id=due.id) == "skipped"
+    assert storage.claim_due(due.id, timezone.now(), lease=timedelta(seconds=30)) is None
+    # Its task long gone, and a lease run out: the sweep still leaves both alone,
+    # pass after pass (no task queued only to be skipped).
+    Delivery.objects.filter(id=due.id).update(enqueued_at=timezone.now() - timedelta(hours=1))
+    Delivery.objects.filter(id=stale.id).update(
+        status=Delivery.Status.DELIVERING, leased_until=timezone.now() - timedelta(seconds=1)
+    )
+    assert sweep_deliveries() == 0
+    assert sweep_deliveries() == 0
+    assert sent == []
+    d = Delivery.objects.get(id=due.id)
+    assert (d.status, d.attempts, d.last_error) == (Delivery.Status.PENDING, 0, "")
+    assert httpserver.log == [] and not DeliveryLog.objects.exists()
+
+
+@pytest.mark.django_db
+def test_resuming_sends_what_waited_in_order_of_arrival(
+    webhook, httpserver, monkeypatch, django_capture_on_commit_callbacks
+):
+    sent = []
+    monkeypatch.setattr(delivery, "enqueue_many", lambda ids: sent.extend(ids))
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    services.webhook_pause(webhook=webhook, ip=None)
+    arrived = [accept(webhook, raw=RAW + str(i).encode()).delivery_ids[0] for i in range(5)]
+    # The ingress's tasks ran while paused, and were skipped.
+    assert [delivery.deliver(delivery_id=i) for i in arrived] == ["skipped"] * 5
+    with django_capture_on_commit_callbacks(execute=True):
+        services.webhook_resume(webhook=webhook, ip=None)
+    assert sent == arrived
+    assert [delivery.deliver(delivery_id=i) for i in sent] == ["attempted"] * 5
+    assert set(Delivery.objects.values_list("status", flat=True)) == {Delivery.Status.DELIVERED}
+    assert len(httpserver.log) == 5

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from accounts.models import AuditLogEntry
@@ -391,3 +393,43 @@ def test_reactivating_sweeps_the_held_deliveries_once_the_change_is_committed(
 
     assert r.status_code == 200
     assert seen == [(True, True)]
+
+
+def test_it_pauses_and_resumes_a_webhook_audited(alice_api, alice, alice_domain):
+    webhook = make_webhook(alice, alice_domain, "https://hooks.example.com/in")
+    shown = alice_api.get(f"/api/v1/webhooks/{webhook.id}").json()
+    assert (shown["paused"], shown["paused_at"]) == (False, None)
+
+    r = alice_api.post(f"/api/v1/webhooks/{webhook.id}/pause")
+    assert r.status_code == 200, r.content
+    paused = r.json()
+    assert paused["paused"] is True and paused["paused_at"]
+    assert paused["active"] is True  # still accepting mail
+    # Pausing again keeps the first pause and writes nothing new.
+    again = alice_api.post(f"/api/v1/webhooks/{webhook.id}/pause").json()
+    assert again["paused_at"] == paused["paused_at"]
+    assert alice_api.get("/api/v1/webhooks").json()[0]["paused"] is True
+
+    r = alice_api.post(f"/api/v1/webhooks/{webhook.id}/resume")
+    assert r.status_code == 200
+    assert (r.json()["paused"], r.json()["paused_at"]) == (False, None)
+    assert alice_api.post(f"/api/v1/webhooks/{webhook.id}/resume").status_code == 200
+    actions = list(
+        AuditLogEntry.objects.filter(account=alice, action__startswith="webhook.")
+        .order_by("created_at")
+        .values_list("action", "metadata__webhook_id")
+    )
+    assert actions == [("webhook.paused", str(webhook.id)), ("webhook.resumed", str(webhook.id))]
+
+
+@pytest.mark.parametrize("action", ["pause", "resume"])
+def test_it_hides_another_accounts_webhook_from_pause_and_resume(
+    alice_api, bob, action, public_domain
+):
+    hook = make_webhook(bob, public_domain, "https://hooks.example.com/in")
+    r = alice_api.post(f"/api/v1/webhooks/{hook.id}/{action}")
+    assert r.status_code == 404
+    assert r.json()["code"] == "not_found"
+    r = alice_api.post(f"/api/v1/webhooks/{uuid.uuid4()}/{action}")
+    assert (r.status_code, r.json()["code"]) == (404, "not_found")
+    assert Webhook.objects.get().paused_at is None
