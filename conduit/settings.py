@@ -263,7 +263,9 @@ else:
     _broker_dir = VAR_DIR / "broker"
     for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_URL = "filesystem://"
+    # The transport ignores the host; naming one keeps kombu from logging "No
+    # hostname was supplied" at every connection (each enqueue of the ingress).
+    CELERY_BROKER_URL = "filesystem://localhost/"
     # kombu's, writing each message file atomically (see conduit/broker.py).
     CELERY_BROKER_TRANSPORT = "conduit.broker:FileSystemTransport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {

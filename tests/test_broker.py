@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from queue import Empty
 
 import pytest
@@ -76,6 +77,47 @@ def file_channel(tmp_path):
         "filesystem://", transport=broker.FileSystemTransport, transport_options=options
     ) as connection:
         yield connection.default_channel
+
+
+def test_kombu_warns_of_a_file_system_url_without_a_host(tmp_path, caplog):
+    options = {"data_folder_in": str(tmp_path), "data_folder_out": str(tmp_path)}
+    with (
+        caplog.at_level(logging.WARNING, logger="kombu.connection"),
+        Connection(
+            "filesystem://", transport=broker.FileSystemTransport, transport_options=options
+        ) as connection,
+    ):
+        connection.info()
+    assert "No hostname was supplied" in caplog.text
+
+
+def test_the_embedded_broker_connects_without_a_warning(tmp_path):
+    """Else every enqueue on the embedded default logs a WARNING (see the test above)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import logging; logging.basicConfig(level=logging.WARNING)\n"
+        "from conduit.celery import app\n"
+        "with app.connection_for_write() as connection:\n"
+        "    connection.info()\n"
+        "    print(connection.transport.driver_type)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    env.update(SECRET_KEY="s", CONDUIT_VAR_DIR=str(tmp_path))
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["filesystem"]
+    assert "No hostname was supplied" not in result.stderr
 
 
 def test_a_message_written_by_the_file_channel_is_read_by_kombus_reader(file_channel, tmp_path):

@@ -99,7 +99,7 @@ def test_it_falls_back_to_sqlite_and_a_serverless_broker(tmp_path):
     assert result.returncode == 0, result.stderr
     engine, broker, cache = result.stdout.split()
     assert engine == "django.db.backends.sqlite3"
-    assert broker == "filesystem://"
+    assert broker == "filesystem://localhost/"
     assert cache.endswith("FileBasedCache")
 
 
