@@ -22,6 +22,7 @@ from tests.delivery_fixtures import (  # noqa: F401  (fixtures)
 )
 from tests.dns_fixtures import dns_server  # noqa: F401  (a fixture)
 from tests.factories import PASSWORD, AccountFactory
+from tests.payload_schema import assert_valid_payload, is_conduit_payload
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -46,6 +47,17 @@ def _fast_password_hashing() -> object:
 @pytest.fixture(autouse=True)
 def _clean_cache() -> None:
     cache.clear()
+
+
+@pytest.fixture
+def httpserver(httpserver):  # pytest-httpserver's, extended
+    """The local webhook receiver, which checks what it received after the test: every
+    payload in the default format must match the published JSON Schema."""
+    yield httpserver
+    for request, _response in httpserver.log:
+        payload = is_conduit_payload(request.get_data(), request.content_type or "")
+        if payload is not None:
+            assert_valid_payload(payload)
 
 
 @pytest.fixture

@@ -7,14 +7,33 @@ The decoding decisions are written down in docs/payload.md.
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from webhooks.mail.charsets import repair_8bit, scrub_surrogates
 from webhooks.mail.headers import addresses, decode_header, format_date, optional, references
 from webhooks.mail.html import html_to_text
-from webhooks.mail.mime import Walker, parse
+from webhooks.mail.mime import Walker, parse, safe
+from webhooks.mail.reply import split_reply
+from webhooks.mail.traits import auto_submitted, bounce, mailing_list, thread_id
 
-__all__ = ["AuthResults", "Envelope", "build_payload"]
+__all__ = ["SCHEMA_VERSIONS", "AuthResults", "Envelope", "build_payload", "payload_schema"]
+
+SCHEMA_VERSIONS = (1,)
+"""The published JSON Schemas of the payload (webhooks/schemas/payload-v<N>.json), each
+served at /api/v1/schemas/payload/v<N>.json. A version only grows (new keys); a change
+that would break a receiver gets the next number, and the older versions stay served."""
+
+
+@functools.cache
+def payload_schema(version: int = SCHEMA_VERSIONS[-1]) -> dict:
+    """The JSON Schema of the payload this module builds, as published."""
+    if version not in SCHEMA_VERSIONS:
+        raise KeyError(version)
+    path = Path(__file__).parent / "schemas" / f"payload-v{version}.json"
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
 @dataclass(frozen=True)
@@ -34,6 +53,9 @@ class AuthResults:
     spf: str | None = None  # e.g. "pass", "fail", "softfail", "none", or None when not checked
     dkim: list[str] = field(default_factory=list)  # domains (d=) of valid DKIM signatures
     smtp_auth_user: str | None = None
+    # policies.mailauth.DmarcResult.as_payload(), or None when not checked
+    dmarc: dict | None = None
+    arc: str | None = None  # ARC chain: "pass", "fail", "none", or None when not checked
 
 
 _ADDRESS_FIELDS = {"from": "from", "to": "to", "cc": "cc", "reply-to": "reply_to"}
@@ -74,6 +96,12 @@ def build_payload(
     text = walker.text
     if text is None:
         text = html_to_text(walker.html) if walker.html else ""
+    stripped_text, stripped_signature = safe(lambda: split_reply(text), (text, None))
+
+    message_id = optional(first.get("message-id"))
+    in_reply_to = optional(first.get("in-reply-to"))
+    reference_ids = references(first.get("references"))
+    report = safe(lambda: bounce(message), None) if message.children else None
 
     return {
         "envelope": {
@@ -88,17 +116,27 @@ def build_payload(
         "reply_to": addresses(address_values["reply_to"]),
         "subject": first.get("subject", ""),
         "date": format_date(first.get("date")),
-        "message_id": optional(first.get("message-id")),
-        "in_reply_to": optional(first.get("in-reply-to")),
-        "references": references(first.get("references")),
+        "message_id": message_id,
+        "in_reply_to": in_reply_to,
+        "references": reference_ids,
+        "thread_id": thread_id(
+            message_id=message_id, in_reply_to=in_reply_to, references=reference_ids
+        ),
         "text": text,
+        "stripped_text": stripped_text,
+        "stripped_signature": stripped_signature,
         "html": walker.html,
         "headers": headers,
         "attachments": walker.attachments,
+        "auto_submitted": auto_submitted(first, is_bounce=report is not None),
+        "bounce": report,
+        "list": mailing_list(first),
         "authentication": {
             "spf": auth.spf,
             "dkim": list(auth.dkim),
             "smtp_auth_user": auth.smtp_auth_user,
+            "dmarc": dict(auth.dmarc) if auth.dmarc is not None else None,
+            "arc": auth.arc,
         },
         "simulated": bool(simulated),
     }

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.http import require_GET
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
@@ -12,10 +15,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from conduit.browsable import BrowsableActionMixin
+from conduit.errors import error_body
 from conduit.net import client_ip
 from conduit.pagination import PAGE_PARAMETERS_NOTE, paginate
 from conduit.schema import PAGE_PARAMETERS, error, errors, no_content
 from webhooks import selectors, services
+from webhooks.payload import SCHEMA_VERSIONS, payload_schema
 from webhooks.serializers import (
     CreateWebhookRequestSerializer,
     DeliveryLogResponseSerializer,
@@ -284,3 +289,18 @@ class SimulateWebhookView(BrowsableActionMixin, APIView):
                 }
             ).data
         )
+
+
+@require_GET
+def payload_schema_view(request: HttpRequest, version: int) -> HttpResponse:
+    """The JSON Schema of the default webhook payload, version ``version`` (public)."""
+    if version not in SCHEMA_VERSIONS:
+        known = ", ".join(f"v{v}.json" for v in SCHEMA_VERSIONS)
+        message = f"There is no payload schema version {version}; published: {known}."
+        return JsonResponse(error_body("not_found", message), status=404)
+    response = HttpResponse(
+        json.dumps(payload_schema(version), indent=2), content_type="application/schema+json"
+    )
+    response["Cache-Control"] = "public, max-age=3600"
+    response["Access-Control-Allow-Origin"] = "*"
+    return response

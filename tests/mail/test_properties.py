@@ -15,6 +15,7 @@ from email.policy import SMTP
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.payload_schema import assert_valid_payload
 from webhooks.payload import AuthResults, Envelope, build_payload
 
 ENVELOPE = Envelope(mail_from="", rcpt_to=["inbox@hooks.example"], client_ip=None, helo=None)
@@ -81,6 +82,7 @@ def test_it_gives_back_every_field_of_a_well_formed_message(generated):
     raw, expected = generated
     payload = build_payload(raw, envelope=ENVELOPE, auth=AuthResults())
 
+    assert_valid_payload(payload)
     assert payload["from"] == {"address": expected["from"][1], "name": expected["from"][0]}
     assert payload["to"] == [{"address": a, "name": n} for n, a in expected["to"]]
     assert squash(payload["subject"]) == squash(expected["subject"])
@@ -95,7 +97,9 @@ def test_it_gives_back_every_field_of_a_well_formed_message(generated):
 @SETTINGS
 @given(st.binary(max_size=3000))
 def test_it_never_raises_on_any_bytes(raw):
-    json.dumps(build_payload(raw, envelope=ENVELOPE, auth=AuthResults()))
+    payload = build_payload(raw, envelope=ENVELOPE, auth=AuthResults())
+    json.dumps(payload)
+    assert_valid_payload(payload)
 
 
 mime_fragments = st.sampled_from(
@@ -123,4 +127,6 @@ mime_fragments = st.sampled_from(
 @SETTINGS
 @given(st.lists(mime_fragments | st.binary(max_size=20), max_size=40))
 def test_it_never_raises_on_mime_shaped_garbage(fragments):
-    json.dumps(build_payload(b"".join(fragments), envelope=ENVELOPE, auth=AuthResults()))
+    payload = build_payload(b"".join(fragments), envelope=ENVELOPE, auth=AuthResults())
+    json.dumps(payload)
+    assert_valid_payload(payload)

@@ -31,10 +31,16 @@ PAYLOAD_KEYS = {
     "message_id",
     "in_reply_to",
     "references",
+    "thread_id",
     "text",
+    "stripped_text",
+    "stripped_signature",
     "html",
     "headers",
     "attachments",
+    "auto_submitted",
+    "bounce",
+    "list",
     "authentication",
     "simulated",
 }
@@ -846,7 +852,21 @@ def test_it_passes_envelope_auth_and_simulated_through():
     envelope = Envelope(
         mail_from="", rcpt_to=["a@hooks.example", "b@hooks.example"], client_ip=None, helo=None
     )
-    auth = AuthResults(spf="softfail", dkim=["example.com", "esp.example"], smtp_auth_user="api")
+    dmarc = {
+        "result": "fail",
+        "domain": "example.com",
+        "policy": "reject",
+        "record_domain": "example.com",
+        "spf_aligned": False,
+        "dkim_aligned": False,
+    }
+    auth = AuthResults(
+        spf="softfail",
+        dkim=["example.com", "esp.example"],
+        smtp_auth_user="api",
+        dmarc=dmarc,
+        arc="pass",
+    )
 
     payload = build_payload(UTF8_8BIT, envelope=envelope, auth=auth, simulated=True)
 
@@ -860,6 +880,8 @@ def test_it_passes_envelope_auth_and_simulated_through():
         "spf": "softfail",
         "dkim": ["example.com", "esp.example"],
         "smtp_auth_user": "api",
+        "dmarc": dmarc,
+        "arc": "pass",
     }
     assert payload["simulated"] is True
     assert payload["envelope"]["rcpt_to"] is not envelope.rcpt_to
@@ -875,7 +897,13 @@ def test_it_defaults_to_unchecked_authentication_and_not_simulated():
         "client_ip": "203.0.113.7",
         "helo": "mail.sender.example",
     }
-    assert payload["authentication"] == {"spf": None, "dkim": [], "smtp_auth_user": None}
+    assert payload["authentication"] == {
+        "spf": None,
+        "dkim": [],
+        "smtp_auth_user": None,
+        "dmarc": None,
+        "arc": None,
+    }
     assert payload["simulated"] is False
 
 
