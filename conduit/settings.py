@@ -371,7 +371,11 @@ SPECTACULAR_SETTINGS = {
         "line over 8,190 bytes gets 414 `uri_too_long`, a header field over 8,190 bytes or "
         "more than 100 of them 431 `header_too_large`. While the database cannot be reached "
         "every operation that needs it answers 503 `service_unavailable` with `Retry-After`. "
-        "Paged lists clamp `page` and `page_size` into range instead of refusing them."
+        "Paged lists clamp `page` and `page_size` into range instead of refusing them.\n\n"
+        "Webhook deliveries in the default format follow a published JSON Schema, "
+        "[/api/v1/schemas/payload/v1.json](/api/v1/schemas/payload/v1.json): version 1 only "
+        "gains keys (ignore the ones you do not know); a breaking change would be published "
+        "as v2 beside it."
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,

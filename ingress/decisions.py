@@ -45,7 +45,7 @@ class Identity:
 class Route:
     webhook_id: uuid.UUID
     policy_id: uuid.UUID | None
-    # The policy asked for SPF or DKIM when the recipient was accepted.
+    # The policy asked for SPF, DKIM or DMARC when the recipient was accepted.
     needs_mail_auth: bool = False
 
 
@@ -220,18 +220,39 @@ def judge_recipient(
     return None, route
 
 
+@dataclass(frozen=True)
+class MailAuth:
+    """What the ingress established about the sender, stored with the message."""
+
+    spf_result: str = ""
+    dkim_domains: list[str] = field(default_factory=list)
+    dmarc: dict | None = None  # mailauth.DmarcResult.as_payload()
+    arc_result: str = ""
+
+
+NOT_CHECKED = MailAuth()
+DNS_TEMPORARY = "451 4.7.0 Temporary DNS failure checking {}; try again later"
+
+
 def _check_mail_auth(
     message: MessageInput, policies: list[SmtpSecurityPolicy]
-) -> tuple[str | None, str, list[str]]:
-    """(reply or None, spf result, dkim domains) for the policies that ask for them."""
-    spf_result = ""
-    dkim_domains: list[str] = []
+) -> tuple[str | None, MailAuth]:
+    """(reply or None, what was found) for the policies that ask for SPF, DKIM or DMARC.
+
+    DMARC is a verdict over SPF and DKIM, so it (and ARC, which tells a forwarder's
+    mail apart) is evaluated when both of those run: when a policy asks for DMARC, or
+    for SPF and DKIM. Mail whose policies ask for none of them costs no DNS query.
+    """
     wants_spf = [p for p in policies if p.require_spf]
     wants_dkim = [p for p in policies if p.require_dkim]
-    if not wants_spf and not wants_dkim:
-        return None, spf_result, dkim_domains
+    wants_dmarc = [p for p in policies if p.require_dmarc]
+    complete = bool(wants_dmarc) or bool(wants_spf and wants_dkim)
+    if not wants_spf and not wants_dkim and not complete:
+        return None, NOT_CHECKED
     resolver = dns_resolver()
-    if wants_spf:
+    spf: mailauth.SpfResult | None = None
+    spf_result = ""
+    if wants_spf or complete:
         spf = mailauth.check_spf(
             client_ip=message.client_ip,
             mail_from=message.mail_from,
@@ -239,39 +260,60 @@ def _check_mail_auth(
             resolver=resolver,
         )
         spf_result = spf.result
-        if spf.result == "temperror":
-            return "451 4.7.0 Temporary DNS failure checking SPF; try again later", "", []
+        if spf.result == "temperror" and wants_spf:
+            return DNS_TEMPORARY.format("SPF"), NOT_CHECKED
         for policy in wants_spf:
             allowed = checks.parse_domain_list(policy.allowed_spf_domains or "")
             if spf.result != "pass":
                 return (
                     f"550 5.7.1 SPF check failed ({spf.result}) for {spf.domain or 'sender'}"
                     f" from {message.client_ip}: {spf.explanation}".rstrip(": "),
-                    spf_result,
-                    [],
+                    MailAuth(spf_result=spf_result),
                 )
             if not checks.domain_allowed(spf.domain, allowed):
                 return (
                     f"550 5.7.1 SPF passed for {spf.domain}, which this address does not "
                     "accept mail from",
-                    spf_result,
-                    [],
+                    MailAuth(spf_result=spf_result),
                 )
-    if wants_dkim:
+    dkim_domains: list[str] = []
+    dkim_temperror = False
+    if wants_dkim or complete:
         dkim = mailauth.check_dkim(raw=message.raw, resolver=resolver)
         dkim_domains = list(dkim.valid_domains)
+        dkim_temperror = dkim.temperror
         for policy in wants_dkim:
             allowed = checks.parse_domain_list(policy.allowed_dkim_domains or "")
             good = [d for d in dkim_domains if checks.domain_allowed(d, allowed)]
             if good:
                 continue
             if dkim.temperror:
-                return "451 4.7.0 Temporary DNS failure checking DKIM; try again later", "", []
+                return DNS_TEMPORARY.format("DKIM"), NOT_CHECKED
             reason = "; ".join(dkim.failures) or "no DKIM signature"
             if dkim_domains:
                 reason = f"signed by {', '.join(dkim_domains)}, which this address does not accept"
-            return f"550 5.7.1 DKIM check failed: {reason}", spf_result, dkim_domains
-    return None, spf_result, dkim_domains
+            return (
+                f"550 5.7.1 DKIM check failed: {reason}",
+                MailAuth(spf_result=spf_result, dkim_domains=dkim_domains),
+            )
+    if not complete or spf is None:
+        return None, MailAuth(spf_result=spf_result, dkim_domains=dkim_domains)
+    dmarc = mailauth.check_dmarc(
+        raw=message.raw, spf=spf, dkim_domains=dkim_domains, resolver=resolver
+    )
+    found = MailAuth(
+        spf_result=spf_result,
+        dkim_domains=dkim_domains,
+        dmarc=dmarc.as_payload(),
+        arc_result=mailauth.check_arc(raw=message.raw, resolver=resolver),
+    )
+    if wants_dmarc and dmarc.result != "pass":
+        # A lookup that failed for now may have been what would have passed.
+        if dmarc.result == "temperror" or spf_result == "temperror" or dkim_temperror:
+            return DNS_TEMPORARY.format("DMARC"), NOT_CHECKED
+        reason = dmarc.explanation or dmarc.result
+        return f"550 5.7.1 DMARC check failed ({dmarc.result}): {reason}", found
+    return None, found
 
 
 def _recipients(
@@ -299,7 +341,9 @@ def _current_recipients(message: MessageInput) -> dict[uuid.UUID, list[str]]:
 
 
 def _asks_mail_auth(policy: SmtpSecurityPolicy | None) -> bool:
-    return policy is not None and (policy.require_spf or policy.require_dkim)
+    return policy is not None and (
+        policy.require_spf or policy.require_dkim or policy.require_dmarc
+    )
 
 
 NO_RECIPIENTS_LEFT = "554 5.1.1 None of the recipients can receive mail any more"
@@ -327,12 +371,10 @@ def accept_message(message: MessageInput) -> str:
         policies = list(
             {w.smtp_security_policy_id: w.smtp_security_policy for w in recipients}.values()
         )
-        reply, spf_result, dkim_domains = _check_mail_auth(message, [p for p in policies if p])
+        reply, found = _check_mail_auth(message, [p for p in policies if p])
         if reply is not None:
             return reply
-        new = _new_message(
-            message, _by_id(recipients), spf_result=spf_result, dkim_domains=dkim_domains
-        )
+        new = _new_message(message, _by_id(recipients), auth=found)
         [accepted] = webhook_accept.messages_accept([new])
     except db.Error:  # OperationalError, InterfaceError: no usable connection
         logger.exception("Database unavailable while accepting a message")
@@ -344,8 +386,7 @@ def _new_message(
     message: MessageInput,
     recipients: dict[uuid.UUID, list[str]],
     *,
-    spf_result: str = "",
-    dkim_domains: list[str] | None = None,
+    auth: MailAuth = NOT_CHECKED,
 ) -> webhook_accept.NewMessage:
     return webhook_accept.NewMessage(
         raw=message.raw,
@@ -354,8 +395,10 @@ def _new_message(
         client_ip=message.client_ip,
         helo=message.helo,
         message_id_header=webhook_accept.message_id(message.raw),
-        spf_result=spf_result,
-        dkim_domains=dkim_domains or [],
+        spf_result=auth.spf_result,
+        dkim_domains=list(auth.dkim_domains),
+        dmarc=auth.dmarc,
+        arc_result=auth.arc_result,
         smtp_auth_user=message.identity.username if message.identity else "",
     )
 
@@ -372,7 +415,7 @@ def accept_messages(messages: Sequence[MessageInput]) -> GroupReplies:
 
     One reply per message, in order: 250 once the transaction that holds it
     committed, a refusal, or None for a message that must go through
-    accept_message on its own because a policy now asks for SPF or DKIM (DNS
+    accept_message on its own because a policy now asks for SPF, DKIM or DMARC (DNS
     lookups have no place inside a shared transaction). When storing the
     group fails, for any reason, its messages are stored one by one, so one
     bad message never holds up the others; one that fails alone gets 451.

@@ -1,7 +1,7 @@
 """The aiosmtpd handler: each hook hands the real work to ingress.decisions.
 
 Every decision that needs the database or DNS (recipient lookup, AUTH,
-SPF/DKIM, storing the message) runs in worker threads, so a slow answer
+SPF/DKIM/DMARC, storing the message) runs in worker threads, so a slow answer
 holds up one session, never the event loop, and no session waits on the
 database longer than CONDUIT_INGRESS_STORE_TIMEOUT. Two things keep the
 common path cheap: recipient lookups are answered from memory while
@@ -206,7 +206,7 @@ class Handler(HooksOnlyDir):
         )
         if not alone:
             reply = await self.committer.store(message)
-        if reply is None:  # SPF/DKIM to check, or too big to share a transaction
+        if reply is None:  # SPF/DKIM/DMARC to check, or too big to share a transaction
             reply = await off_loop(
                 decisions.accept_message, timeout=self.store_timeout, message=message
             )

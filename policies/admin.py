@@ -31,10 +31,11 @@ class SmtpSecurityPolicyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "require_smtp_auth",
         "require_spf",
         "require_dkim",
+        "require_dmarc",
         "usernames",
         "updated_at",
     ]
-    list_filter = ["require_smtp_auth", "require_spf", "require_dkim"]
+    list_filter = ["require_smtp_auth", "require_spf", "require_dkim", "require_dmarc"]
     search_fields = ["name", "account__email", "credentials__username"]
     list_select_related = ["account"]
     ordering = ["-created_at"]
@@ -46,6 +47,7 @@ class SmtpSecurityPolicyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "require_smtp_auth",
         "require_spf",
         "require_dkim",
+        "require_dmarc",
         "allowed_source_ips",
         "allowed_spf_domains",
         "allowed_dkim_domains",

@@ -1,4 +1,4 @@
-"""SPF (pyspf) and DKIM (dkimpy) evaluation for the SMTP ingress, on OUR resolver.
+"""SPF (pyspf), DKIM and ARC (dkimpy) and DMARC evaluation for the SMTP ingress, on OUR resolver.
 
 Why wrappers: both libraries resolve through the system resolver by default. The
 ingress must use the configured DNS servers and timeout (and tests a loopback
@@ -14,13 +14,22 @@ How the resolver reaches the libraries:
   resolver; code that calls pyspf without check_spf still gets pyspf's original
   lookup.
 - dkimpy takes ``dnsfunc(name, timeout=5)`` per verify() call, so check_dkim
-  passes a closure over the resolver: nothing global.
+  (and check_arc, for arc_verify) passes a closure over the resolver: nothing global.
+- DMARC (RFC 7489) is a few rules over the SPF and DKIM results, written here: the
+  From domain's ``_dmarc`` record, falling back to its organisational domain (the
+  Public Suffix List, from the ``publicsuffixlist`` package), and whether SPF or DKIM
+  passed for a domain aligned with From (relaxed or strict, per ``aspf``/``adkim``).
+  Records are cached (DMARC_CACHE) so a burst of mail from one domain costs one lookup.
 """
 
 from __future__ import annotations
 
 import contextvars
+import email.utils
+import functools
 import ipaddress
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,13 +40,19 @@ import dns.name
 import dns.rdatatype
 import dns.resolver
 import spf
+from publicsuffixlist import PublicSuffixList
 
 __all__ = [
+    "DMARC_CACHE",
     "SPF_TOTAL_LIFETIME",
     "DkimResult",
+    "DmarcResult",
     "SpfResult",
+    "check_arc",
     "check_dkim",
+    "check_dmarc",
     "check_spf",
+    "from_domain",
 ]
 
 SPF_TOTAL_LIFETIME = 20.0
@@ -291,3 +306,248 @@ def _signature_label(idx: int, domain: bytes | None, selector: bytes | None) -> 
     d = domain.decode("ascii", errors="replace")
     s = (selector or b"").decode("ascii", errors="replace")
     return f"DKIM signature {idx + 1} (d={d}, s={s})"
+
+
+# --- ARC ---------------------------------------------------------------------------------
+
+
+def check_arc(*, raw: bytes, resolver: dns.resolver.Resolver) -> str:
+    """The ARC chain's validation (RFC 8617): "pass", "fail" or "none" (no ARC sets).
+
+    A key that cannot be fetched for a transient reason is "temperror".
+    """
+    state = _KeyLookup()
+    try:
+        result, _sets, _reason = dkim.arc_verify(
+            raw, dnsfunc=_make_dnsfunc(resolver, state), timeout=resolver.lifetime
+        )
+    except dkim.DnsTimeoutError:
+        return "temperror"
+    except Exception:  # dkimpy raises its own and parsing errors on malformed sets
+        return "fail"
+    value = result.decode("ascii", "replace") if isinstance(result, bytes) else str(result)
+    return value.lower() or "none"
+
+
+# --- DMARC -------------------------------------------------------------------------------
+
+DMARC_CACHE_SECONDS = 300.0
+"""The longest a DMARC record (or its absence) is reused; a shorter DNS TTL wins."""
+
+
+@dataclass(frozen=True)
+class DmarcRecord:
+    """The record that applies to a From domain, or ``found=False`` when none was published."""
+
+    found: bool
+    domain: str  # where the record was found (the From domain or its organisational domain)
+    tags: dict[str, str] = field(default_factory=dict)
+    temperror: str = ""  # why the lookup failed transiently ("" when it did not)
+
+
+class DmarcCache:
+    """TXT answers at ``_dmarc.<domain>``, kept per name for the record's TTL (at most
+    DMARC_CACHE_SECONDS). Concurrent lookups of the same name wait for one query
+    (one lock per name), so a burst from one domain costs one lookup. Thread-safe.
+    Transient failures are not kept."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple, tuple[float, list[str]]] = {}
+        self._name_locks: dict[tuple, threading.Lock] = {}
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._name_locks.clear()
+
+    def txt(self, name: str, resolver: dns.resolver.Resolver) -> list[str]:
+        """The TXT strings at ``name`` ([] for none); raises dns.exception.DNSException
+        on a transient failure."""
+        # Per server set (str: dnspython makes new nameserver objects per resolver).
+        key = (tuple(str(server) for server in resolver.nameservers), resolver.port, name)
+        with self._lock:
+            cached = self._entries.get(key)
+            if cached is not None and cached[0] > time.monotonic():
+                return cached[1]
+            name_lock = self._name_locks.setdefault(key, threading.Lock())
+        with name_lock:
+            with self._lock:
+                cached = self._entries.get(key)
+                if cached is not None and cached[0] > time.monotonic():
+                    return cached[1]
+            records, ttl = _fetch_txt(name, resolver)
+            with self._lock:
+                self._entries[key] = (time.monotonic() + min(ttl, DMARC_CACHE_SECONDS), records)
+            return records
+
+
+DMARC_CACHE = DmarcCache()
+
+
+def _fetch_txt(name: str, resolver: dns.resolver.Resolver) -> tuple[list[str], float]:
+    try:
+        answer = resolver.resolve(
+            dns.name.from_text(name), dns.rdatatype.TXT, search=False, raise_on_no_answer=False
+        )
+    except dns.resolver.NXDOMAIN:
+        return [], DMARC_CACHE_SECONDS
+    if answer.rrset is None:
+        return [], DMARC_CACHE_SECONDS
+    records = [b"".join(rdata.strings).decode("utf-8", "replace") for rdata in answer.rrset]
+    return records, float(answer.rrset.ttl)
+
+
+@functools.cache
+def _public_suffixes() -> PublicSuffixList:
+    # Built on first use: reading the list takes a few hundred milliseconds, which
+    # every process that imports this module (web, worker) would pay for nothing.
+    return PublicSuffixList()
+
+
+def organizational_domain(domain: str) -> str:
+    """The registered domain (one label below the public suffix; RFC 7489 3.2)."""
+    return _public_suffixes().privatesuffix(domain) or domain
+
+
+def _dmarc_tags(text: str) -> dict[str, str] | None:
+    """The tags of a ``v=DMARC1`` record, or None if the text is no DMARC record."""
+    tags: dict[str, str] = {}
+    for item in text.split(";"):
+        name, sep, value = item.partition("=")
+        if sep:
+            tags.setdefault(name.strip().lower(), value.strip())
+    if tags.get("v", "").upper() != "DMARC1" or not text.lstrip().lower().startswith("v"):
+        return None
+    return tags
+
+
+def _dmarc_record_at(domain: str, resolver: dns.resolver.Resolver) -> dict[str, str] | None:
+    records = [
+        tags
+        for text in DMARC_CACHE.txt(f"_dmarc.{domain}.", resolver)
+        if (tags := _dmarc_tags(text)) is not None
+    ]
+    # RFC 7489 6.6.3: several records are as good as none.
+    return records[0] if len(records) == 1 else None
+
+
+def dmarc_record(domain: str, resolver: dns.resolver.Resolver) -> DmarcRecord:
+    """The DMARC record for ``domain``: its own, else its organisational domain's."""
+    organizational = organizational_domain(domain)
+    try:
+        for candidate in dict.fromkeys((domain, organizational)):
+            tags = _dmarc_record_at(candidate, resolver)
+            if tags is not None:
+                return DmarcRecord(found=True, domain=candidate, tags=tags)
+    except dns.exception.DNSException as exc:
+        return DmarcRecord(found=False, domain=domain, temperror=f"{type(exc).__name__}: {exc}")
+    return DmarcRecord(found=False, domain=organizational)
+
+
+@dataclass(frozen=True)
+class DmarcResult:
+    """The DMARC verdict for one message.
+
+    ``result``: pass (SPF or DKIM passed aligned with From), fail, none (the From
+    domain publishes no record), temperror (the record could not be fetched) or
+    permerror (no single From domain to check). ``policy`` is what the domain asks
+    receivers to do with failing mail (``p=``, or ``sp=`` for a subdomain).
+    """
+
+    result: str
+    domain: str  # the RFC5322.From domain
+    policy: str | None = None
+    record_domain: str | None = None
+    spf_aligned: bool = False
+    dkim_aligned: bool = False
+    explanation: str = ""
+
+    def as_payload(self) -> dict[str, object]:
+        return {
+            "result": self.result,
+            "domain": self.domain or None,
+            "policy": self.policy,
+            "record_domain": self.record_domain,
+            "spf_aligned": self.spf_aligned,
+            "dkim_aligned": self.dkim_aligned,
+        }
+
+
+def from_domain(raw: bytes) -> str | None:
+    """The domain of the message's single From address, or None (no From, several
+    From fields or addresses, or an address without a domain)."""
+    try:
+        headers, _body = dkim.rfc822_parse(raw)
+    except Exception:
+        return None
+    values = [value for name, value in headers if name.lower() == b"from"]
+    if len(values) != 1:
+        return None
+    text = values[0].decode("utf-8", "replace").replace("\r\n", "").replace("\n", "")
+    found = [address for _name, address in email.utils.getaddresses([text]) if address]
+    if len(found) != 1 or "@" not in found[0]:
+        return None
+    domain = found[0].rsplit("@", 1)[1].strip().rstrip(".").lower()
+    return domain or None
+
+
+def _aligned(domain: str, with_domain: str, mode: str) -> bool:
+    domain, with_domain = domain.lower().rstrip("."), with_domain.lower().rstrip(".")
+    if not domain or not with_domain:
+        return False
+    if mode == "s":
+        return domain == with_domain
+    return organizational_domain(domain) == organizational_domain(with_domain)
+
+
+def check_dmarc(
+    *,
+    raw: bytes,
+    spf: SpfResult,
+    dkim_domains: list[str],
+    resolver: dns.resolver.Resolver,
+) -> DmarcResult:
+    """DMARC for the message, from the SPF and DKIM results already computed."""
+    domain = from_domain(raw)
+    if domain is None:
+        return DmarcResult(
+            result="permerror", domain="", explanation="the message has no single From domain"
+        )
+    record = dmarc_record(domain, resolver)
+    if record.temperror:
+        return DmarcResult(
+            result="temperror",
+            domain=domain,
+            explanation=f"DMARC record of {domain} could not be fetched: {record.temperror}",
+        )
+    if not record.found:
+        return DmarcResult(
+            result="none", domain=domain, explanation=f"{domain} publishes no DMARC record"
+        )
+    tags = record.tags
+    policy = tags.get("p", "").lower()
+    if record.domain != domain and tags.get("sp"):
+        policy = tags["sp"].lower()
+    if policy not in ("none", "quarantine", "reject"):
+        policy = "none"  # RFC 7489 6.6.3: an unknown policy is treated as none
+    spf_aligned = spf.result == "pass" and _aligned(spf.domain, domain, tags.get("aspf", "r"))
+    dkim_aligned = any(_aligned(d, domain, tags.get("adkim", "r")) for d in dkim_domains)
+    passed = spf_aligned or dkim_aligned
+    if passed:
+        explanation = f"{'SPF' if spf_aligned else 'DKIM'} passed aligned with {domain}"
+    else:
+        explanation = (
+            f"neither SPF ({spf.result} for {spf.domain or 'no domain'}) nor DKIM "
+            f"({', '.join(dkim_domains) or 'no valid signature'}) passed aligned with {domain}"
+            f" (policy p={policy})"
+        )
+    return DmarcResult(
+        result="pass" if passed else "fail",
+        domain=domain,
+        policy=policy,
+        record_domain=record.domain,
+        spf_aligned=spf_aligned,
+        dkim_aligned=dkim_aligned,
+        explanation=explanation,
+    )

@@ -25,6 +25,10 @@ class SmtpSecurityPolicy(models.Model):
     )
     require_spf = models.BooleanField(default=False, help_text="SPF must pass.")
     require_dkim = models.BooleanField(default=False, help_text="A DKIM signature must verify.")
+    require_dmarc = models.BooleanField(
+        default=False,
+        help_text="DMARC must pass: SPF or DKIM passes for a domain aligned with From.",
+    )
     allowed_source_ips = models.TextField(
         blank=True, help_text="IPs and CIDR networks senders may connect from; empty: any."
     )

@@ -62,6 +62,13 @@ class CreateSmtpSecurityPolicyRequestSerializer(serializers.Serializer):
         default=False,
         help_text="A DKIM signature must verify, by one of `allowed_dkim_domains` when set.",
     )
+    require_dmarc = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="DMARC must pass: SPF or a DKIM signature passes for a domain aligned with "
+        "the From domain (RFC 7489; relaxed or strict as that domain's record asks), whatever "
+        "policy the domain publishes. Mail from a domain without a DMARC record fails too.",
+    )
     allowed_source_ips = _list_field("IPv4/IPv6 addresses and CIDR networks, e.g. 192.0.2.0/24.")
     allowed_spf_domains = _list_field(
         "Domains whose SPF pass counts (subdomains included); used with require_spf."
@@ -132,6 +139,7 @@ class SmtpSecurityPolicyResponseSerializer(serializers.ModelSerializer):
             "id",
             "name",
             "require_dkim",
+            "require_dmarc",
             "require_smtp_auth",
             "require_spf",
             "smtp_credentials",

@@ -244,6 +244,11 @@ DOCUMENTED_EXTRAS: dict[str, dict[str, str]] = {
     "listAuditLog:parameters": {"page": INT, "page_size": INT},
     # A paused webhook accepts mail and holds its deliveries (pauseWebhook).
     "WebhookResponse": {"paused": BOOL, "paused_at": DATETIME},
+    # DMARC as an SMTP policy requirement (docs/payload.md, "What the envelope and the
+    # headers prove").
+    "SmtpSecurityPolicyResponse": {"require_dmarc": BOOL},
+    "CreateSmtpSecurityPolicyRequest": {"require_dmarc": BOOL},
+    "UpdateSmtpSecurityPolicyRequest": {"require_dmarc": BOOL},
 }
 
 BEYOND_THE_CONTRACT = {

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from policies.mailauth import DMARC_CACHE
 from tests.dnsserver import LocalDNSServer
 
 __all__ = ["dns_server", "shared_dns_server"]
@@ -37,8 +38,11 @@ def shared_dns_server() -> LocalDNSServer:
 
 @pytest.fixture
 def dns_server() -> Iterator[LocalDNSServer]:
-    """A running LocalDNSServer with no records; anything a test adds is gone afterwards."""
+    """A running LocalDNSServer with no records; anything a test adds is gone afterwards
+    (and so are the DMARC records cached from it)."""
     server = shared_dns_server()
     server.clear()
+    DMARC_CACHE.clear()
     yield server
     server.clear()
+    DMARC_CACHE.clear()

@@ -82,6 +82,8 @@ def message_payload(*, message: InboundMessage, rcpt_to: list[str], simulated: b
         spf=message.spf_result or None,
         dkim=list(message.dkim_domains or []),
         smtp_auth_user=message.smtp_auth_user or None,
+        dmarc=message.dmarc_result,
+        arc=message.arc_result or None,
     )
     return build_payload(bytes(message.raw), envelope=envelope, auth=auth, simulated=simulated)
 

@@ -74,6 +74,9 @@ class InboundMessage(models.Model):
     message_id_header = models.CharField(max_length=998, blank=True)
     spf_result = models.CharField(max_length=20, blank=True)
     dkim_domains = models.JSONField(default=list, blank=True)
+    # Set when a policy had DMARC evaluated (policies.mailauth.DmarcResult.as_payload()).
+    dmarc_result = models.JSONField(null=True, blank=True)
+    arc_result = models.CharField(max_length=20, blank=True)
     smtp_auth_user = models.CharField(max_length=255, blank=True)
 
     class Meta:

@@ -105,6 +105,8 @@ _ROW_COLUMNS = {
         "message_id_header",
         "spf_result",
         "dkim_domains",
+        "dmarc_result",
+        "arc_result",
         "smtp_auth_user",
     ),
     Delivery: ("id", "message_id", "webhook_id", "rcpt_to"),
@@ -194,6 +196,10 @@ def _insert_together(new_messages: Sequence[NewMessage], now: Any) -> list[Accep
         "inboundmessage_message_id_header": [new.message_id_header[:998] for new in new_messages],
         "inboundmessage_spf_result": [new.spf_result for new in new_messages],
         "inboundmessage_dkim_domains": [json.dumps(list(new.dkim_domains)) for new in new_messages],
+        "inboundmessage_dmarc_result": [
+            None if new.dmarc is None else json.dumps(new.dmarc) for new in new_messages
+        ],
+        "inboundmessage_arc_result": [new.arc_result for new in new_messages],
         "inboundmessage_smtp_auth_user": [new.smtp_auth_user for new in new_messages],
         "delivery_id": [],
         "delivery_message_id": [],
@@ -227,6 +233,8 @@ class NewMessage:
     message_id_header: str
     spf_result: str = ""
     dkim_domains: list[str] = dataclass_field(default_factory=list)
+    dmarc: dict | None = None
+    arc_result: str = ""
     smtp_auth_user: str = ""
 
 
@@ -250,6 +258,8 @@ def _insert_with_orm(new_messages: Sequence[NewMessage], now: Any) -> list[Accep
             message_id_header=new.message_id_header[:998],
             spf_result=new.spf_result,
             dkim_domains=list(new.dkim_domains),
+            dmarc_result=new.dmarc,
+            arc_result=new.arc_result,
             smtp_auth_user=new.smtp_auth_user,
         )
         for new in new_messages

@@ -20,6 +20,7 @@ FIELDS = {
     "id",
     "name",
     "require_dkim",
+    "require_dmarc",
     "require_smtp_auth",
     "require_spf",
     "smtp_credentials",
@@ -58,6 +59,7 @@ def test_it_creates_a_policy_with_every_field(alice_api, alice):
         require_smtp_auth=True,
         require_spf=True,
         require_dkim=True,
+        require_dmarc=True,
         allowed_source_ips="192.0.2.1, 10.1.2.3/8\n2001:DB8::/32 192.0.2.1",
         allowed_spf_domains="Example.COM, Bücher.example",
         allowed_dkim_domains="mail.example.com\nexample.org",
@@ -71,6 +73,7 @@ def test_it_creates_a_policy_with_every_field(alice_api, alice):
     assert body["require_smtp_auth"] is True
     assert body["require_spf"] is True
     assert body["require_dkim"] is True
+    assert body["require_dmarc"] is True
     assert body["allowed_source_ips"] == "192.0.2.1,10.0.0.0/8,2001:db8::/32"
     assert body["allowed_spf_domains"] == "example.com,xn--bcher-kva.example"
     assert body["allowed_dkim_domains"] == "mail.example.com,example.org"
@@ -93,6 +96,7 @@ def test_it_creates_a_policy_with_defaults(alice_api):
     assert body["require_smtp_auth"] is False
     assert body["require_spf"] is False
     assert body["require_dkim"] is False
+    assert body["require_dmarc"] is False
     assert body["allowed_source_ips"] == ""
     assert body["allowed_spf_domains"] == ""
     assert body["allowed_dkim_domains"] == ""
@@ -430,3 +434,23 @@ def test_it_documents_partial_updates(api):
     assert "required" not in components["UpdateSmtpSecurityPolicyRequest"]
     put = schema["paths"]["/api/v1/smtp-policies/{id}"]["put"]
     assert "fields left out keep their values" in put["description"]
+
+
+def test_it_turns_require_dmarc_on_and_off(alice_api, alice, policy):
+    r = update(alice_api, policy["id"], require_dmarc=True)
+
+    assert r.status_code == 200
+    assert r.json()["require_dmarc"] is True
+    assert SmtpSecurityPolicy.objects.get(id=policy["id"]).require_dmarc is True
+    entry = AuditLogEntry.objects.get(account=alice, action="policy.updated")
+    assert entry.metadata["changed"] == ["require_dmarc"]
+    assert update(alice_api, policy["id"], require_dmarc=False).json()["require_dmarc"] is False
+    assert alice_api.get(f"/api/v1/smtp-policies/{policy['id']}").json()["require_dmarc"] is False
+
+
+def test_it_refuses_a_require_dmarc_that_is_no_boolean(alice_api, policy):
+    r = update(alice_api, policy["id"], require_dmarc="sometimes")
+
+    assert r.status_code == 422
+    assert r.json()["code"] == "validation_error"
+    assert "require_dmarc" in r.json()["details"]
