@@ -89,6 +89,7 @@ _SEPARATOR = re.compile(
     re.IGNORECASE | re.VERBOSE,
 )
 _DATE_OR_ADDRESS = re.compile(r"[0-9@\uff10-\uff19]")
+_SEPARATOR_OPENINGS = frozenset("-_=*")
 _RULE = re.compile(r"^[-_]{10,}$")  # Outlook's line of underscores above its header block
 
 # Mobile and webmail clients' one-line signatures, in the languages above.
@@ -233,9 +234,12 @@ def _quote_start(lines: list[str], marks: _Marks, start: int = 0) -> int | None:
             following = _next_content(lines, index + 1)
             if following < len(lines) and _is_quoted(lines[following]):
                 return index  # any header, in any language, that introduces a quote
-        if _SEPARATOR.match(line):
+        opening = line.lstrip()[:1]
+        if opening in _SEPARATOR_OPENINGS and _SEPARATOR.match(line):
             return index
-        if (found := _outlook_block_start(lines, index, start)) is not None:
+        if (
+            ":" in line[:24] or _COLONS[1] in line[:24]  # a label comes first
+        ) and (found := _outlook_block_start(lines, index, start)) is not None:
             return found
     return None
 
