@@ -234,7 +234,27 @@ CONDUIT_TEMPLATE_MAX_RENDER_SECONDS = env_float(
 CONDUIT_TEMPLATE_MAX_LOOP_ITERATIONS = env_int(
     "CONDUIT_TEMPLATE_MAX_LOOP_ITERATIONS", 100_000, minimum=1
 )
+# Raw MIME is kept this many days unless a webhook chooses otherwise, within
+# the maximum (webhooks/retention.py).
 CONDUIT_RAW_MESSAGE_RETENTION_DAYS = env_int("CONDUIT_RAW_MESSAGE_RETENTION_DAYS", 7, minimum=1)
+CONDUIT_RAW_MESSAGE_MAX_RETENTION_DAYS = env_int(
+    "CONDUIT_RAW_MESSAGE_MAX_RETENTION_DAYS", max(30, CONDUIT_RAW_MESSAGE_RETENTION_DAYS), minimum=0
+)
+if CONDUIT_RAW_MESSAGE_MAX_RETENTION_DAYS < CONDUIT_RAW_MESSAGE_RETENTION_DAYS:
+    raise ImproperlyConfigured(
+        f"CONDUIT_RAW_MESSAGE_MAX_RETENTION_DAYS={CONDUIT_RAW_MESSAGE_MAX_RETENTION_DAYS} is below "
+        f"CONDUIT_RAW_MESSAGE_RETENTION_DAYS={CONDUIT_RAW_MESSAGE_RETENTION_DAYS}"
+    )
+# Where raw messages are written: the database (unset or "database") or an
+# S3-compatible store, s3://bucket/prefix (endpoint and keys: boto3's own
+# AWS_* variables; checked at start by webhooks.rawstore). Every call to the
+# store gives up after the timeout.
+CONDUIT_RAW_STORAGE = env_str("CONDUIT_RAW_STORAGE").strip()
+CONDUIT_RAW_STORAGE_TIMEOUT = env_float("CONDUIT_RAW_STORAGE_TIMEOUT", 5.0, minimum=0.1)
+# Links to attachments delivered by URL (a webhook's attachment_link_threshold)
+# point at this address and stay valid this many seconds.
+CONDUIT_PUBLIC_URL = env_str("CONDUIT_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+CONDUIT_ATTACHMENT_LINK_TTL = env_int("CONDUIT_ATTACHMENT_LINK_TTL", 24 * 3600, minimum=60)
 
 # --- Celery ---------------------------------------------------------------
 # Seconds between two looks at an empty file-system queue (embedded default only).

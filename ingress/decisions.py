@@ -379,6 +379,8 @@ def accept_message(message: MessageInput) -> str:
     except db.Error:  # OperationalError, InterfaceError: no usable connection
         logger.exception("Database unavailable while accepting a message")
         return DB_UNAVAILABLE
+    except webhook_accept.RawStoreUnavailable:  # logged where it failed
+        return DB_UNAVAILABLE
     return _accepted(accepted.message_id)
 
 
@@ -451,6 +453,12 @@ def accept_messages(messages: Sequence[MessageInput]) -> GroupReplies:
                 elif not needs_mail_auth:  # else None: the caller runs accept_message for it
                     ready.append((index, _new_message(message, recipients)))
             accepted = webhook_accept.messages_accept([new for _, new in ready], enqueue=False)
+    except webhook_accept.RawStoreUnavailable:
+        # The object store failed (logged where it did), not one message:
+        # one by one they would only wait on it again.
+        for index, _ in ready:
+            replies[index] = DB_UNAVAILABLE
+        return GroupReplies(replies)
     except Exception:
         # Whatever failed (the connection, or one message's data: a value the
         # database refuses, one the driver cannot encode), the group is tried

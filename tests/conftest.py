@@ -23,6 +23,7 @@ from tests.delivery_fixtures import (  # noqa: F401  (fixtures)
 from tests.dns_fixtures import dns_server  # noqa: F401  (a fixture)
 from tests.factories import PASSWORD, AccountFactory
 from tests.payload_schema import assert_valid_payload, is_conduit_payload
+from tests.s3_fixtures import raw_in_s3, s3_server  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(scope="session", autouse=True)

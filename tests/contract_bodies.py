@@ -236,14 +236,23 @@ PARAMETERS: dict[str, dict[str, str]] = {
     "deleteAPIToken": {"id": S},
 }
 
+_RAW_AND_LINKS = {
+    "raw_retention_days": INT,
+    "delete_raw_when_delivered": BOOL,
+    "attachment_link_threshold": INT,
+}
+
 # What Conduit documents beyond the reference, and why.
 DOCUMENTED_EXTRAS: dict[str, dict[str, str]] = {
     # Validation errors (422) say what is wrong per field (CONTRACT.md, API conventions).
     "Error": {"details": OBJECT},
     # The audit log is paged like the delivery logs (CONTRACT.md: paged lists).
     "listAuditLog:parameters": {"page": INT, "page_size": INT},
-    # A paused webhook accepts mail and holds its deliveries (pauseWebhook).
-    "WebhookResponse": {"paused": BOOL, "paused_at": DATETIME},
+    # A paused webhook accepts mail and holds its deliveries (pauseWebhook); raw
+    # message retention and attachments delivered as links are chosen per webhook.
+    "WebhookResponse": {"paused": BOOL, "paused_at": DATETIME, **_RAW_AND_LINKS},
+    "CreateWebhookRequest": _RAW_AND_LINKS,
+    "UpdateWebhookRequest": _RAW_AND_LINKS,
     # DMARC as an SMTP policy requirement (docs/payload.md, "What the envelope and the
     # headers prove").
     "SmtpSecurityPolicyResponse": {"require_dmarc": BOOL},

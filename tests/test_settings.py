@@ -240,3 +240,18 @@ def test_the_worker_warns_loudly_while_private_targets_are_allowed(tmp_path):
     assert "WARNING" in warning
     assert "CONDUIT_ALLOW_PRIVATE_TARGETS is on (the default with DEBUG)" in warning
     assert "CONDUIT_ALLOW_PRIVATE_TARGETS" not in _worker_banner(env)
+
+
+def test_it_refuses_a_raw_storage_that_is_no_s3_url():
+    result = _check({"SECRET_KEY": "s", "CONDUIT_RAW_STORAGE": "ftp://files/raw"})
+    assert result.returncode != 0
+    assert "CONDUIT_RAW_STORAGE='ftp://files/raw' is neither 'database' nor s3://" in result.stderr
+    ok = _check({"SECRET_KEY": "s", "CONDUIT_RAW_STORAGE": "s3://bucket/raw?addressing_style=path"})
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_it_refuses_a_maximum_retention_below_the_default():
+    env = {"SECRET_KEY": "s", "CONDUIT_RAW_MESSAGE_RETENTION_DAYS": "10"}
+    result = _check({**env, "CONDUIT_RAW_MESSAGE_MAX_RETENTION_DAYS": "5"})
+    assert result.returncode != 0
+    assert "CONDUIT_RAW_MESSAGE_MAX_RETENTION_DAYS=5 is below" in result.stderr

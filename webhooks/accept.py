@@ -11,16 +11,18 @@ only there does it hear of route changes, and run more than one process).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from django.utils import timezone
 
-from webhooks import delivery, storage
+from webhooks import delivery, rawstore, storage
 from webhooks.delivery import TASK_BATCH
 from webhooks.delivery import enqueue_many as publish
 from webhooks.mail.headers import message_id
 from webhooks.models import Webhook
+from webhooks.rawstore import RawStoreUnavailable
 from webhooks.selectors import webhook_for_recipient
 from webhooks.selectors import webhooks_active_by_id as active_webhooks
 from webhooks.storage import BINARY_RAW_BYTES, AcceptedMessage, NewMessage, on_postgresql
@@ -30,6 +32,7 @@ __all__ = [
     "TASK_BATCH",
     "AcceptedMessage",
     "NewMessage",
+    "RawStoreUnavailable",
     "Webhook",
     "active_webhooks",
     "message_accept",
@@ -57,10 +60,30 @@ def messages_accept(
     one statement and one commit for all of them (storage.insert_messages).
     Tasks go on the queue only after the commit, so a worker never looks for
     an unwritten row; with ``enqueue=False`` the caller does that (publish).
+
+    With an object store for raw messages (CONDUIT_RAW_STORAGE), each
+    message's object is written before the rows, the group's in parallel;
+    if any write fails, RawStoreUnavailable and nothing is stored.
     """
     if not new_messages:
         return []
-    accepted = storage.insert_messages(new_messages, timezone.now())
+    message_ids = [uuid.uuid4() for _ in new_messages]
+    location = rawstore.write_location()
+    if not location:
+        accepted = storage.insert_messages(new_messages, timezone.now(), message_ids=message_ids)
+    else:
+        # The objects first, then the rows: a committed row always has its
+        # object. RawStoreUnavailable (the store is down or too slow) fails
+        # the whole call, so no session is told 250.
+        raws = [(i, new.raw) for i, new in zip(message_ids, new_messages, strict=True)]
+        rawstore.write_objects(location, raws)
+        try:
+            accepted = storage.insert_messages(
+                new_messages, timezone.now(), message_ids=message_ids, raw_store=location
+            )
+        except Exception:
+            rawstore.discard_unused(location, message_ids)
+            raise
     if enqueue:
         # After the commit: now, or when the caller's transaction commits.
         ids = [i for item in accepted for i in item.delivery_ids]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 
+from django import forms
 from django.contrib import admin, messages
 from django.db import models, transaction
 from django.db.models import QuerySet
@@ -11,7 +12,7 @@ from django.utils.text import Truncator
 
 from conduit.admin import ReadOnlyAdminMixin
 from conduit.net import client_ip
-from webhooks import delivery, services
+from webhooks import delivery, retention, services
 from webhooks.models import Delivery, DeliveryLog, InboundMessage, Webhook
 
 SEARCH_HELP = "Message-ID, sender or recipient address"
@@ -91,8 +92,21 @@ class PausedFilter(admin.SimpleListFilter):
         return queryset
 
 
+class WebhookAdminForm(forms.ModelForm):
+    """The admin's webhook form (its model and fields come from WebhookAdmin) with the
+    retention bound the API applies."""
+
+    def clean_raw_retention_days(self) -> int | None:
+        value = self.cleaned_data["raw_retention_days"]
+        problem = retention.retention_problem(value)
+        if problem:
+            raise forms.ValidationError(problem)
+        return value
+
+
 @admin.register(Webhook)
 class WebhookAdmin(admin.ModelAdmin):
+    form = WebhookAdminForm
     list_display = [
         "address",
         "account",

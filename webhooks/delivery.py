@@ -33,7 +33,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from conduit.celery import app as celery_app
-from webhooks import outbound, ratelimit, retry, storage
+from webhooks import outbound, ratelimit, rawstore, retention, retry, storage
 from webhooks.models import Delivery, DeliveryLog, InboundMessage, Webhook
 from webhooks.payload import AuthResults, Envelope, build_payload
 from webhooks.signing import signature_headers
@@ -72,6 +72,9 @@ def _lease() -> timedelta:
 
 
 def message_payload(*, message: InboundMessage, rcpt_to: list[str], simulated: bool) -> dict:
+    """The default payload of one delivery of a stored message. RawMessageGone
+    when its raw content was purged, RawStoreUnavailable when its object store
+    cannot be read now (webhooks.rawstore.raw_bytes)."""
     envelope = Envelope(
         mail_from=message.mail_from,
         rcpt_to=list(rcpt_to),
@@ -85,7 +88,8 @@ def message_payload(*, message: InboundMessage, rcpt_to: list[str], simulated: b
         dmarc=message.dmarc_result,
         arc=message.arc_result or None,
     )
-    return build_payload(bytes(message.raw), envelope=envelope, auth=auth, simulated=simulated)
+    raw = rawstore.raw_bytes(message)
+    return build_payload(raw, envelope=envelope, auth=auth, simulated=simulated)
 
 
 def _not_sent(error: str, *, kind: outbound.ErrorKind) -> SendResult:
@@ -314,6 +318,10 @@ def _record(*, delivery: Delivery, sent: SendResult) -> None:
     storage.record_attempt(log=log, update=state.update, deactivate=state.deactivate)
     if state.countdown is not None:
         enqueue(delivery_id=delivery.id, countdown=state.countdown)
+    delivered = state.update.get("status") == Delivery.Status.DELIVERED
+    if delivered and delivery.webhook.delete_raw_when_delivered:
+        # Only for webhooks that ask for it: the usual delivery runs no query here.
+        retention.purge_if_delivered(message_id=delivery.message_id)
 
 
 def deliver(*, delivery_id: uuid.UUID) -> str:
@@ -321,25 +329,31 @@ def deliver(*, delivery_id: uuid.UUID) -> str:
     delivery = _claim(delivery_id)
     if delivery is None:
         return "skipped"
-    message = delivery.message
-    if message.raw is None:
+    try:
+        payload = message_payload(
+            message=delivery.message, rcpt_to=delivery.rcpt_to, simulated=False
+        )
+        sent = send(
+            webhook=delivery.webhook,
+            payload=payload,
+            webhook_message_id=delivery.webhook_message_id,
+        )
+    except rawstore.RawMessageGone:
         purged = "The raw message was purged before it could be delivered."
-        sent = _not_sent(purged, kind="template")
-    else:
-        try:
-            payload = message_payload(message=message, rcpt_to=delivery.rcpt_to, simulated=False)
-            sent = send(
-                webhook=delivery.webhook,
-                payload=payload,
-                webhook_message_id=delivery.webhook_message_id,
-            )
-        except Exception:
-            # A bug must cost an attempt (and end in 'failed'), not loop forever
-            # through lease expiry with nothing in the log.
-            logger.exception("Delivery %s crashed", delivery.id)
-            sent = _not_sent(
-                "Internal error while preparing the delivery; it has been logged.", kind="other"
-            )
+        sent = _not_sent(purged, kind=outbound.ErrorKind.TEMPLATE)  # final: nothing to send
+    except rawstore.RawStoreUnavailable as exc:
+        # Nothing was sent; the next attempt reads the store again.
+        sent = _not_sent(
+            f"The raw message could not be read from its store ({exc}); retrying.",
+            kind=outbound.ErrorKind.OTHER,
+        )
+    except Exception:
+        # A bug must cost an attempt (and end in 'failed'), not loop forever
+        # through lease expiry with nothing in the log.
+        logger.exception("Delivery %s crashed", delivery.id)
+        sent = _not_sent(
+            "Internal error while preparing the delivery; it has been logged.", kind="other"
+        )
     _record(delivery=delivery, sent=sent)
     return "attempted"
 
@@ -421,16 +435,3 @@ def redeliver(*, delivery: Delivery) -> None:
         updated_at=now,
     )
     storage.after_commit(lambda: enqueue(delivery_id=delivery.id))
-
-
-def purge_raw_messages(*, older_than_days: int) -> int:
-    """Drop raw MIME past retention; a message still waiting to be delivered keeps it."""
-    now = timezone.now()
-    unfinished = [Delivery.Status.PENDING, Delivery.Status.DELIVERING]
-    return (
-        InboundMessage.objects.filter(
-            received_at__lt=now - timedelta(days=older_than_days), raw__isnull=False
-        )
-        .exclude(deliveries__status__in=unfinished)
-        .update(raw=None, raw_purged_at=now)
-    )

@@ -36,6 +36,21 @@ class Webhook(models.Model):
         related_name="webhooks",
     )
     active = models.BooleanField(default=True)
+    # How long this webhook's messages keep their raw MIME (null: the service's
+    # CONDUIT_RAW_MESSAGE_RETENTION_DAYS), and whether it goes as soon as every
+    # delivery of the message succeeded. A message shared by several webhooks
+    # keeps it for the longest of them (webhooks/retention.py).
+    raw_retention_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Days to keep the raw message; empty = service default"
+    )
+    delete_raw_when_delivered = models.BooleanField(
+        default=False, help_text="Drop the raw message once every delivery of it succeeded"
+    )
+    # Attachments larger than this many bytes are delivered as signed links
+    # instead of base64 in the payload; null = always inline.
+    attachment_link_threshold = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Bytes; larger attachments are sent as links"
+    )
     deactivated_reason = models.CharField(max_length=300, blank=True)
     # Paused (pauseWebhook): mail is still accepted and stored, its deliveries
     # wait (the claim rule, webhooks/storage.py, does not take them) until
@@ -67,8 +82,11 @@ class InboundMessage(models.Model):
     rcpt_to = models.JSONField(default=list)
     client_ip = models.GenericIPAddressField(null=True, blank=True)
     helo = models.CharField(max_length=255, blank=True)
-    # Emptied after CONDUIT_RAW_MESSAGE_RETENTION_DAYS; the logs stay.
+    # The MIME as received, here (raw) or in an object store (raw_store, its
+    # `s3://bucket/prefix`; the object is `prefix/<id hex>`). Read it through
+    # webhooks.rawstore.raw_bytes. Emptied after retention; the logs stay.
     raw = models.BinaryField(null=True, blank=True)
+    raw_store = models.CharField(max_length=1100, blank=True, default="")
     raw_purged_at = models.DateTimeField(null=True, blank=True)
     size = models.PositiveIntegerField(default=0)
     message_id_header = models.CharField(max_length=998, blank=True)

@@ -6,12 +6,26 @@ from django.conf import settings
 from rest_framework import serializers
 
 from conduit import strict
-from webhooks import validation
+from webhooks import retention, validation
 from webhooks.models import DeliveryLog, Webhook
 from webhooks.signing import mask_secret
 from webhooks.templating import TemplateSyntaxProblem, validate_template
 
 MAX_TEMPLATE = 64 * 1024
+RAW_RETENTION_HELP = (
+    "Days to keep each message's raw MIME (for download and redelivery), from 0 to the "
+    "service's maximum (30 days unless the operator set another); null: the service's "
+    "default (7 days unless the operator set another). A message shared with other "
+    "webhooks is kept for the longest of their retentions."
+)
+DELETE_WHEN_DELIVERED_HELP = (
+    "true: drop the raw message as soon as every delivery of it succeeded (when all the "
+    "webhooks it went to ask for this); a message that failed keeps `raw_retention_days`."
+)
+ATTACHMENT_LINK_HELP = (
+    "Bytes. Attachments larger than this are delivered as an expiring signed link "
+    "(`content_url`) instead of base64 `content`; null: always inline."
+)
 
 
 class _WebhookFieldsSerializer(serializers.Serializer):
@@ -40,6 +54,27 @@ class _WebhookFieldsSerializer(serializers.Serializer):
     )
     smtp_security_policy_id = serializers.UUIDField(required=False, allow_null=True)
     active = serializers.BooleanField(required=False)
+    raw_retention_days = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        help_text=RAW_RETENTION_HELP,
+    )
+    delete_raw_when_delivered = serializers.BooleanField(
+        required=False, help_text=DELETE_WHEN_DELIVERED_HELP
+    )
+    attachment_link_threshold = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=0,
+        max_value=2**31 - 1,
+        help_text=ATTACHMENT_LINK_HELP,
+    )
+
+    def validate_raw_retention_days(self, value: int | None) -> int | None:
+        problem = retention.retention_problem(value)
+        if problem:
+            raise serializers.ValidationError(problem)
+        return value
 
     def validate_address(self, value: str) -> str:
         try:
@@ -128,10 +163,18 @@ class WebhookResponseSerializer(serializers.ModelSerializer):
             "active",
             "paused",
             "paused_at",
+            "raw_retention_days",
+            "delete_raw_when_delivered",
+            "attachment_link_threshold",
             "created_at",
             "updated_at",
         ]
         read_only_fields = fields
+        extra_kwargs = {
+            "raw_retention_days": {"help_text": RAW_RETENTION_HELP},
+            "delete_raw_when_delivered": {"help_text": DELETE_WHEN_DELIVERED_HELP},
+            "attachment_link_threshold": {"help_text": ATTACHMENT_LINK_HELP},
+        }
 
     def get_secret(self, obj: Webhook) -> str:
         return obj.secret if self.context.get("show_secret") else mask_secret(obj.secret)

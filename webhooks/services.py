@@ -29,7 +29,21 @@ _AUDITED_FIELDS = [
     "rate_limit",
     "smtp_security_policy_id",
     "active",
+    "raw_retention_days",
+    "delete_raw_when_delivered",
+    "attachment_link_threshold",
 ]
+# Copied as given on update (the serializers validated them).
+_PLAIN_FIELDS = (
+    "name",
+    "target_url",
+    "custom_headers",
+    "payload_template",
+    "rate_limit",
+    "raw_retention_days",
+    "delete_raw_when_delivered",
+    "attachment_link_threshold",
+)
 
 
 def _domain_for_address(*, account: Account, address: str) -> Domain:
@@ -88,6 +102,9 @@ def webhook_create(*, account: Account, data: dict, ip: str | None) -> Webhook:
             _policy_for_account(account=account, policy_id=policy_id) if policy_id else None
         ),
         active=data.get("active", True),
+        raw_retention_days=data.get("raw_retention_days"),
+        delete_raw_when_delivered=data.get("delete_raw_when_delivered", False),
+        attachment_link_threshold=data.get("attachment_link_threshold"),
     )
     # The webhook and its audit entry stand or fall together: no change the
     # audit log does not show, no entry for a change that did not happen.
@@ -112,7 +129,7 @@ def webhook_update(*, webhook: Webhook, data: dict, ip: str | None) -> Webhook:
         if Webhook.objects.filter(address=data["address"]).exclude(id=webhook.id).exists():
             raise Conflict(ADDRESS_TAKEN)
         webhook.address = data["address"]
-    for field in ("name", "target_url", "custom_headers", "payload_template", "rate_limit"):
+    for field in _PLAIN_FIELDS:
         if field in data:
             setattr(webhook, field, data[field])
     if data.get("secret"):

@@ -165,7 +165,13 @@ def _constants(prototype: Any) -> dict[str, Any]:
 _client_ip_field = InboundMessage._meta.get_field("client_ip")
 
 
-def _insert_together(new_messages: Sequence[NewMessage], now: Any) -> list[AcceptedMessage]:
+def _insert_together(
+    new_messages: Sequence[NewMessage],
+    now: Any,
+    *,
+    message_ids: Sequence[uuid.UUID],
+    raw_store: str,
+) -> list[AcceptedMessage]:
     """Insert messages and their deliveries in one statement (PostgreSQL),
     straight from the NewMessages: building model instances and adapting every
     value through its field cost more CPU than the database takes to run it.
@@ -176,12 +182,12 @@ def _insert_together(new_messages: Sequence[NewMessage], now: Any) -> list[Accep
     the rows are the ones the ORM writes."""
     from psycopg import Cursor
 
-    message_ids = [uuid.uuid4() for _ in new_messages]
     accepted = []
     params: dict[str, Any] = {
-        **_constants(InboundMessage()),
+        # raw_store is the same for every message of the statement.
+        **_constants(InboundMessage(raw_store=raw_store)),
         **_constants(Delivery(next_attempt_at=now, enqueued_at=now)),
-        "inboundmessage_id": message_ids,
+        "inboundmessage_id": list(message_ids),
         "inboundmessage_mail_from": [new.mail_from for new in new_messages],
         "inboundmessage_rcpt_to": [
             json.dumps([r for rcpts in new.recipients.values() for r in rcpts])
@@ -191,7 +197,7 @@ def _insert_together(new_messages: Sequence[NewMessage], now: Any) -> list[Accep
             _client_ip_field.get_prep_value(new.client_ip) or None for new in new_messages
         ],
         "inboundmessage_helo": [new.helo for new in new_messages],
-        "inboundmessage_raw": [new.raw for new in new_messages],
+        "inboundmessage_raw": [None if raw_store else new.raw for new in new_messages],
         "inboundmessage_size": [len(new.raw) for new in new_messages],
         "inboundmessage_message_id_header": [new.message_id_header[:998] for new in new_messages],
         "inboundmessage_spf_result": [new.spf_result for new in new_messages],
@@ -244,16 +250,24 @@ class AcceptedMessage:
     delivery_ids: list[uuid.UUID]
 
 
-def _insert_with_orm(new_messages: Sequence[NewMessage], now: Any) -> list[AcceptedMessage]:
+def _insert_with_orm(
+    new_messages: Sequence[NewMessage],
+    now: Any,
+    *,
+    message_ids: Sequence[uuid.UUID],
+    raw_store: str,
+) -> list[AcceptedMessage]:
     """The general way (SQLite, or a message too big for the single statement)."""
     postgres = on_postgresql()
     messages = [
         InboundMessage(
+            id=message_id,
+            raw_store=raw_store,
             mail_from=new.mail_from,
             rcpt_to=[rcpt for rcpts in new.recipients.values() for rcpt in rcpts],
             client_ip=new.client_ip,
             helo=new.helo,
-            raw=None if postgres and len(new.raw) > BINARY_RAW_BYTES else new.raw,
+            raw=None if raw_store or (postgres and len(new.raw) > BINARY_RAW_BYTES) else new.raw,
             size=len(new.raw),
             message_id_header=new.message_id_header[:998],
             spf_result=new.spf_result,
@@ -262,7 +276,7 @@ def _insert_with_orm(new_messages: Sequence[NewMessage], now: Any) -> list[Accep
             arc_result=new.arc_result,
             smtp_auth_user=new.smtp_auth_user,
         )
-        for new in new_messages
+        for message_id, new in zip(message_ids, new_messages, strict=True)
     ]
     deliveries = [
         [
@@ -281,7 +295,7 @@ def _insert_with_orm(new_messages: Sequence[NewMessage], now: Any) -> list[Accep
     with transaction.atomic(savepoint=False):
         InboundMessage.objects.bulk_create(messages)
         for message, new in zip(messages, new_messages, strict=True):
-            if message.raw is None:
+            if message.raw is None and not raw_store:
                 _store_raw_binary(message=message, raw=new.raw)
         Delivery.objects.bulk_create([d for each in deliveries for d in each])
     return [
@@ -290,12 +304,21 @@ def _insert_with_orm(new_messages: Sequence[NewMessage], now: Any) -> list[Accep
     ]
 
 
-def insert_messages(new_messages: Sequence[NewMessage], now: datetime) -> list[AcceptedMessage]:
-    """Store messages and one pending delivery per webhook each, all or nothing."""
-    if _fast() and all(len(new.raw) <= BINARY_RAW_BYTES for new in new_messages):
+def insert_messages(
+    new_messages: Sequence[NewMessage],
+    now: datetime,
+    *,
+    message_ids: Sequence[uuid.UUID],
+    raw_store: str = "",
+) -> list[AcceptedMessage]:
+    """Store messages (with the given ids) and one pending delivery per webhook
+    each, all or nothing. With ``raw_store`` (an object store's location, where
+    the caller already wrote the raw bytes) the rows keep no raw content."""
+    fits = raw_store or all(len(new.raw) <= BINARY_RAW_BYTES for new in new_messages)
+    if _fast() and fits:
         # One statement: atomic by itself, one round trip, no transaction to open.
-        return _insert_together(new_messages, now)
-    return _insert_with_orm(new_messages, now)
+        return _insert_together(new_messages, now, message_ids=message_ids, raw_store=raw_store)
+    return _insert_with_orm(new_messages, now, message_ids=message_ids, raw_store=raw_store)
 
 
 # --- Claiming ----------------------------------------------------------------------

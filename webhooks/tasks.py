@@ -7,10 +7,9 @@ from typing import Any
 
 from celery import shared_task
 from celery.signals import task_prerun
-from django.conf import settings
 
 from conduit import dbconn
-from webhooks import delivery
+from webhooks import delivery, retention
 
 
 @task_prerun.connect
@@ -42,4 +41,4 @@ def sweep_deliveries() -> int:
 
 @shared_task(name="webhooks.tasks.purge_raw_messages")
 def purge_raw_messages() -> int:
-    return delivery.purge_raw_messages(older_than_days=settings.CONDUIT_RAW_MESSAGE_RETENTION_DAYS)
+    return retention.purge_raw_messages()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -78,16 +79,26 @@ def _columns(row) -> dict:
     return {name: value for name, value in values.items() if name not in _THEIRS}
 
 
-def test_the_single_statement_writes_what_the_orm_writes(alice, alice_domain):
+def _ids(messages: list) -> list[uuid.UUID]:
+    return [uuid.uuid4() for _ in messages]
+
+
+# A message whose raw content is in an object store has no raw in its row.
+@pytest.mark.parametrize("raw_store", ["", "s3://bucket/prefix"])
+def test_the_single_statement_writes_what_the_orm_writes(alice, alice_domain, raw_store):
     assert storage.on_postgresql()
     first = make_webhook(alice, alice_domain, "http://127.0.0.1:9/", address="a@alice.example")
     second = make_webhook(alice, alice_domain, "http://127.0.0.1:9/", address="c@alice.example")
     now = timezone.now()
+    group = _new_messages(first, second)
 
-    together = storage._insert_together(_new_messages(first, second), now)
-    with_orm = storage._insert_with_orm(_new_messages(first, second), now)
+    together = storage._insert_together(group, now, message_ids=_ids(group), raw_store=raw_store)
+    with_orm = storage._insert_with_orm(group, now, message_ids=_ids(group), raw_store=raw_store)
 
     assert _rows(together) == _rows(with_orm)
+    for message in InboundMessage.objects.all():
+        assert message.raw_store == raw_store
+        assert (message.raw is None) == bool(raw_store)
     assert len({i for item in together + with_orm for i in item.delivery_ids}) == 10
     for delivery in Delivery.objects.all():
         assert delivery.status == Delivery.Status.PENDING
