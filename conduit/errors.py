@@ -72,6 +72,12 @@ class Conflict(ApiError):
     message = "This conflicts with an existing resource."
 
 
+class Gone(ApiError):
+    status_code = 410
+    code = "gone"
+    message = "This is no longer available."
+
+
 class Unprocessable(ApiError):
     status_code = 422
     code = "validation_error"
@@ -86,6 +92,14 @@ class RateLimited(ApiError):
     def __init__(self, message: str | None = None, *, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = max(1, math.ceil(retry_after))
+
+
+class ServiceUnavailable(ApiError):
+    """A service behind the API (e.g. an object store) did not answer; retry shortly."""
+
+    status_code = 503
+    code = "service_unavailable"
+    message = "The service is temporarily unavailable; retry in a minute."
 
 
 # Seconds a client is told to wait while the database is unreachable: long
@@ -215,7 +229,7 @@ def api_exception_handler(exc: Exception, context: dict) -> Response:
     from rest_framework.views import set_rollback
 
     status, body, headers = _translate(exc)
-    if status == 503:
+    if status == 503 and not isinstance(exc, ApiError):
         logger.warning("Database unreachable: %s", exc)
     elif status >= 500:
         view = context.get("view")

@@ -28,6 +28,7 @@ _DEFAULT_DESCRIPTIONS = {
     403: "Forbidden",
     404: "Not found",
     409: "Conflict",
+    410: "Gone",
     422: "Validation error",
     429: "Too many requests; see the Retry-After header",
 }

@@ -263,6 +263,7 @@ DOCUMENTED_EXTRAS: dict[str, dict[str, str]] = {
 BEYOND_THE_CONTRACT = {
     "pauseWebhook",
     "resumeWebhook",
+    "downloadAttachment",
 }
 
 # The reference's "any" for sign-in: the two shapes it may take (CONTRACT.md, 2FA).

@@ -33,7 +33,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from conduit.celery import app as celery_app
-from webhooks import outbound, ratelimit, rawstore, retention, retry, storage
+from webhooks import attachments, outbound, ratelimit, rawstore, retention, retry, storage
 from webhooks.models import Delivery, DeliveryLog, InboundMessage, Webhook
 from webhooks.payload import AuthResults, Envelope, build_payload
 from webhooks.signing import signature_headers
@@ -71,9 +71,16 @@ def _lease() -> timedelta:
     )
 
 
-def message_payload(*, message: InboundMessage, rcpt_to: list[str], simulated: bool) -> dict:
-    """The default payload of one delivery of a stored message. RawMessageGone
-    when its raw content was purged, RawStoreUnavailable when its object store
+def message_payload(
+    *,
+    message: InboundMessage,
+    rcpt_to: list[str],
+    simulated: bool,
+    webhook: Webhook | None = None,
+) -> dict:
+    """The default payload of one delivery of a stored message (for ``webhook``:
+    its large attachments as links, if it asks for that). RawMessageGone when
+    its raw content was purged, RawStoreUnavailable when its object store
     cannot be read now (webhooks.rawstore.raw_bytes)."""
     envelope = Envelope(
         mail_from=message.mail_from,
@@ -89,7 +96,8 @@ def message_payload(*, message: InboundMessage, rcpt_to: list[str], simulated: b
         arc=message.arc_result or None,
     )
     raw = rawstore.raw_bytes(message)
-    return build_payload(raw, envelope=envelope, auth=auth, simulated=simulated)
+    links = attachments.links_for(webhook=webhook, message=message) if webhook else None
+    return build_payload(raw, envelope=envelope, auth=auth, simulated=simulated, links=links)
 
 
 def _not_sent(error: str, *, kind: outbound.ErrorKind) -> SendResult:
@@ -331,7 +339,10 @@ def deliver(*, delivery_id: uuid.UUID) -> str:
         return "skipped"
     try:
         payload = message_payload(
-            message=delivery.message, rcpt_to=delivery.rcpt_to, simulated=False
+            message=delivery.message,
+            rcpt_to=delivery.rcpt_to,
+            simulated=False,
+            webhook=delivery.webhook,
         )
         sent = send(
             webhook=delivery.webhook,

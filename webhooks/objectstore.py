@@ -15,8 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 # Objects written at once for one group of messages (the ingress stores
@@ -79,6 +77,12 @@ class ObjectStore:
     """One bucket, through one boto3 client (thread-safe; shared by the threads)."""
 
     def __init__(self, location: Location, *, timeout: float) -> None:
+        # Imported by the first store made, not at start: boto3 takes a third of a
+        # second to import, which a process keeping raw messages in the database
+        # (the default) never needs to pay.
+        import boto3
+        from botocore.config import Config
+
         self.location = location
         config = Config(
             connect_timeout=timeout,

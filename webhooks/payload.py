@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,15 @@ from webhooks.mail.mime import Walker, parse, safe
 from webhooks.mail.reply import split_reply
 from webhooks.mail.traits import auto_submitted, bounce, mailing_list, thread_id
 
-__all__ = ["SCHEMA_VERSIONS", "AuthResults", "Envelope", "build_payload", "payload_schema"]
+__all__ = [
+    "SCHEMA_VERSIONS",
+    "AttachmentLinks",
+    "AuthResults",
+    "Envelope",
+    "attachment_file",
+    "build_payload",
+    "payload_schema",
+]
 
 SCHEMA_VERSIONS = (1,)
 """The published JSON Schemas of the payload (webhooks/schemas/payload-v<N>.json), each
@@ -58,6 +67,16 @@ class AuthResults:
     arc: str | None = None  # ARC chain: "pass", "fail", "none", or None when not checked
 
 
+@dataclass(frozen=True)
+class AttachmentLinks:
+    """Attachments larger than ``over`` bytes go as links: ``link(index)`` gives the
+    URL of the attachment at that position of ``attachments`` and when it expires
+    (ISO 8601). The payload then carries ``content: null`` and ``content_url``."""
+
+    over: int
+    link: Callable[[int], tuple[str, str]]
+
+
 _ADDRESS_FIELDS = {"from": "from", "to": "to", "cc": "cc", "reply-to": "reply_to"}
 
 
@@ -67,11 +86,13 @@ def build_payload(
     envelope: Envelope,
     auth: AuthResults,
     simulated: bool = False,
+    links: AttachmentLinks | None = None,
 ) -> dict:
     """Build the default webhook payload for one delivery of ``raw``.
 
     Never raises on malformed mail (a webhook must still be delivered for it); docs/payload.md
-    gives every decoding decision. The result is JSON-serialisable as is.
+    gives every decoding decision. The result is JSON-serialisable as is. With ``links``,
+    attachments over its size are delivered as links instead of base64.
     """
     if isinstance(raw, str):  # tolerate callers handing us text
         raw = raw.encode("utf-8", "surrogateescape")
@@ -91,8 +112,14 @@ def build_payload(
 
     from_addresses = addresses(address_values["from"][:1])
 
-    walker = Walker()
+    walker = Walker(link_over=links.over if links else None)
     walker.walk(message)
+    for index, attachment in enumerate(walker.attachments):
+        url, expires_at = (None, None)
+        if attachment["content"] is None and links is not None:
+            url, expires_at = links.link(index)
+        attachment["content_url"] = url
+        attachment["content_url_expires_at"] = expires_at
     text = walker.text
     if text is None:
         text = html_to_text(walker.html) if walker.html else ""
@@ -140,3 +167,14 @@ def build_payload(
         },
         "simulated": bool(simulated),
     }
+
+
+def attachment_file(raw: bytes, index: int) -> tuple[dict, bytes] | None:
+    """The attachment at ``index`` of the payload's ``attachments`` (its entry, without
+    content) and its decoded bytes; None when the message has no such attachment.
+    The same walk as build_payload's, so the positions agree."""
+    walker = Walker(link_over=-1, keep_contents=True)
+    walker.walk(parse(bytes(raw)))
+    if not 0 <= index < len(walker.attachments) or walker.contents is None:
+        return None
+    return walker.attachments[index], walker.contents[index]

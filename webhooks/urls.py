@@ -16,4 +16,5 @@ urlpatterns = [
     path("webhooks/<uuid:id>/simulate", views.SimulateWebhookView.as_view(), name="simulate"),
     # Beside openapi.json: a document, not an operation of the API.
     path("schemas/payload/v<int:version>.json", views.payload_schema_view, name="payload-schema"),
+    path("attachments/<str:token>", views.AttachmentView.as_view(), name="attachment"),
 ]

@@ -6,20 +6,23 @@ import json
 import uuid
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from conduit.browsable import BrowsableActionMixin
-from conduit.errors import error_body
+from conduit.errors import Forbidden, Gone, NotFound, ServiceUnavailable, error_body
 from conduit.net import client_ip
 from conduit.pagination import PAGE_PARAMETERS_NOTE, paginate
 from conduit.schema import PAGE_PARAMETERS, error, errors, no_content
-from webhooks import selectors, services
+from webhooks import attachments, rawstore, selectors, services
 from webhooks.payload import SCHEMA_VERSIONS, payload_schema
 from webhooks.serializers import (
     CreateWebhookRequestSerializer,
@@ -304,3 +307,94 @@ def payload_schema_view(request: HttpRequest, version: int) -> HttpResponse:
     response["Cache-Control"] = "public, max-age=3600"
     response["Access-Control-Allow-Origin"] = "*"
     return response
+
+
+class _AnyAccept(DefaultContentNegotiation):
+    """An attachment link serves bytes, not a representation: whatever the client's
+    Accept header says, it gets them (and its errors in JSON)."""
+
+    def select_renderer(
+        self, request: Request, renderers: list, format_suffix: str | None = None
+    ) -> tuple:
+        return renderers[0], renderers[0].media_type
+
+
+class AttachmentView(APIView):
+    """The bytes behind an attachment delivered as a link; the link is the credential."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    content_negotiation_class = _AnyAccept
+
+    @extend_schema(
+        operation_id="downloadAttachment",
+        parameters=[
+            OpenApiParameter(
+                "token",
+                {"type": "string", "pattern": "^[A-Za-z0-9_:-]+$"},
+                OpenApiParameter.PATH,
+                description="The signed token of the link, as delivered in `content_url`.",
+            )
+        ],
+        tags=["Messages"],
+        summary="Download an attachment delivered as a link",
+        description="Attachments larger than a webhook's `attachment_link_threshold` are "
+        "delivered as `content_url` instead of base64 `content`; this is that URL. It needs "
+        "no token: the link itself is signed and expires (`content_url_expires_at`, "
+        "`CONDUIT_ATTACHMENT_LINK_TTL` after the attempt that carried it). The answer is the "
+        "attachment's decoded bytes as `application/octet-stream` (its own type is in the "
+        "payload's entry; its file name also in `Content-Disposition`).\n\n"
+        "Errors: 403 `attachment_link_invalid` (altered or not made here), 410 "
+        "`attachment_link_expired` (redeliver the message for a fresh link), 410 "
+        "`message_purged` (the raw message is past its retention), 410 `message_deleted`, "
+        "404 `not_found` (no attachment at that position), 503 `raw_store_unavailable` "
+        "(the object store holding the message did not answer; retry).",
+        auth=[],
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="The attachment's decoded bytes"
+            ),
+            403: error(403, "The link is not valid"),
+            404: error(404, "No such attachment"),
+            410: error(410, "The link expired, or its message was purged or deleted"),
+            503: error(503, "The raw message store is unavailable; retry"),
+        },
+    )
+    def get(self, request: Request, token: str) -> HttpResponse:
+        try:
+            found = attachments.attachment_for_link(token)
+        except attachments.LinkInvalid:
+            raise Forbidden(
+                "This attachment link is not valid: it was altered or cut short. Use the "
+                "content_url exactly as it was delivered.",
+                code="attachment_link_invalid",
+            ) from None
+        except attachments.LinkExpired as exc:
+            raise Gone(
+                f"{exc}. Redeliver the message to get a fresh link.",
+                code="attachment_link_expired",
+            ) from None
+        except attachments.MessageDeleted:
+            raise Gone("The message of this attachment was deleted.", code="message_deleted")
+        except rawstore.RawMessageGone as exc:
+            raise Gone(
+                f"{exc}, after its retention; its attachments are no longer available.",
+                code="message_purged",
+            ) from None
+        except rawstore.RawStoreUnavailable:
+            raise ServiceUnavailable(
+                "The store holding this message did not answer; try again in a minute.",
+                code="raw_store_unavailable",
+            ) from None
+        if found is None:
+            raise NotFound("The message has no attachment at this position.")
+        # Always octet-stream: the payload gave the attachment's own type, and
+        # sender-controlled bytes are never rendered or sniffed on our origin.
+        response = HttpResponse(found.data, content_type="application/octet-stream")
+        response["Content-Disposition"] = content_disposition_header(
+            True, found.filename or "attachment"
+        )
+        response["X-Content-Type-Options"] = "nosniff"
+        response["Content-Security-Policy"] = "sandbox"
+        response["Cache-Control"] = f"private, max-age={attachments.seconds_left(found.expires_at)}"
+        return response

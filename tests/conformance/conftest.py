@@ -25,6 +25,8 @@ from domains.models import Domain
 from policies import services as policy_services
 from tests.delivery_fixtures import make_webhook
 from tests.factories import PASSWORD, AccountFactory
+from webhooks import accept as webhook_accept
+from webhooks import attachments
 from webhooks.models import DeliveryLog, Webhook
 
 OPENAPI_JSON = Path(__file__).resolve().parents[2] / "openapi.json"
@@ -93,6 +95,7 @@ class World:
     policy_id: str
     refresh_token: str
     target_url: str
+    attachment_token: str
 
     @property
     def headers(self) -> dict[str, str]:
@@ -112,6 +115,8 @@ class World:
             if "{logId}" in path:
                 ids["logId"] = str(self.log.id)
             return ids
+        if path.startswith("/api/v1/attachments/"):
+            return {"token": self.attachment_token}
         return {}
 
     def _enable_totp(self) -> list[str]:
@@ -214,6 +219,18 @@ def world(transactional_db, conformance_settings, httpserver) -> World:
     Webhook.objects.filter(id=webhook.id).update(log_count=1)
     AuditLogEntry.objects.create(account=account, action="test.seeded", metadata={"a": 1})
     session = account_services.session_issue(account=account, ip="127.0.0.1", user_agent="tests")
+    # A message with an attachment, and the link a delivery would carry to it.
+    new = webhook_accept.NewMessage(
+        raw=b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nHi\r\n--b\r\n"
+        b"Content-Disposition: attachment; filename=a.txt\r\n\r\nfile\r\n--b--\r\n",
+        mail_from="sender@example.net",
+        recipients={webhook.id: [webhook.address]},
+        client_ip="192.0.2.10",
+        helo="mail.example.net",
+        message_id_header="<abc@example.net>",
+    )
+    [accepted] = webhook_accept.messages_accept([new], enqueue=False)
+    link, _ = attachments.link_for(message_id=accepted.message_id, index=0, now=timezone.now())
     return World(
         account=account,
         password=PASSWORD,
@@ -225,4 +242,5 @@ def world(transactional_db, conformance_settings, httpserver) -> World:
         policy_id=str(policy.id),
         refresh_token=session.refresh_token,
         target_url=httpserver.url_for("/hook"),
+        attachment_token=link.rsplit("/", 1)[1],
     )

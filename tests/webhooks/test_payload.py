@@ -455,6 +455,8 @@ def test_it_walks_nested_mixed_related_alternative_with_an_inline_image():
         "content_id": "logo.123@example.com",
         "disposition": "inline",
         "content": "iVBORw0KGgoAAAANSUhEUg==",
+        "content_url": None,
+        "content_url_expires_at": None,
     }
     assert decoded_content(image) == b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
     assert pdf["filename"] == "report.pdf"

@@ -24,7 +24,7 @@ from webhooks.mail.headers import (
     parameters,
     read_header_block,
 )
-from webhooks.mail.tnef import TNEF_TYPES, tnef_attachments
+from webhooks.mail.tnef import TNEF_TYPES, tnef_files
 
 # Deeper multiparts than this are delivered as text, not walked (a hostile message can nest
 # thousands of levels; no mail client goes near this).
@@ -238,27 +238,58 @@ def _clean_content_id(value: str | None) -> str | None:
     return value or None
 
 
-def _attachment(info: _PartInfo, data: bytes) -> dict[str, Any]:
-    disposition = info.disposition
-    if disposition not in ("inline", "attachment"):
-        disposition = "inline" if info.content_id else "attachment"
-    return {
-        "filename": info.filename,
-        "content_type": info.content_type,
-        "size": len(data),
-        "content_id": info.content_id,
-        "disposition": disposition,
-        "content": base64.b64encode(data).decode("ascii"),
-    }
+def _disposition(info: _PartInfo) -> str:
+    if info.disposition in ("inline", "attachment"):
+        return info.disposition
+    return "inline" if info.content_id else "attachment"
 
 
 class Walker:
-    """Single pass over the MIME tree collecting bodies and attachments."""
+    """Single pass over the MIME tree collecting bodies and attachments.
 
-    def __init__(self) -> None:
+    An attachment larger than ``link_over`` bytes gets ``content: None`` instead of
+    its base64 (the payload links to it instead); with ``keep_contents`` the decoded
+    bytes of every attachment are kept in ``contents``, in the same order.
+    """
+
+    def __init__(self, *, link_over: int | None = None, keep_contents: bool = False) -> None:
         self.text: str | None = None
         self.html: str | None = None
         self.attachments: list[dict[str, Any]] = []
+        self.contents: list[bytes] | None = [] if keep_contents else None
+        self.link_over = link_over
+
+    def _add(
+        self,
+        data: bytes,
+        *,
+        filename: str | None,
+        content_type: str,
+        content_id: str | None,
+        disposition: str,
+    ) -> None:
+        inline = self.link_over is None or len(data) <= self.link_over
+        self.attachments.append(
+            {
+                "filename": filename,
+                "content_type": content_type,
+                "size": len(data),
+                "content_id": content_id,
+                "disposition": disposition,
+                "content": base64.b64encode(data).decode("ascii") if inline else None,
+            }
+        )
+        if self.contents is not None:
+            self.contents.append(data)
+
+    def _attachment(self, info: _PartInfo, data: bytes) -> None:
+        self._add(
+            data,
+            filename=info.filename,
+            content_type=info.content_type,
+            content_id=info.content_id,
+            disposition=_disposition(info),
+        )
 
     def walk(self, message: Part) -> None:
         # Iterative depth-first walk in document order: no recursion limit to hit.
@@ -290,12 +321,19 @@ class Walker:
             return
         # Everything else is delivered as it is: message/* parts (forwards, reports) are
         # the embedded message's own bytes.
-        self.attachments.append(_attachment(info, data))
+        self._attachment(info, data)
         if info.content_type in TNEF_TYPES or (info.filename or "").lower() == "winmail.dat":
-            self.attachments.extend(tnef_attachments(data))
+            for filename, content_type, content in tnef_files(data):
+                self._add(
+                    content,
+                    filename=filename,
+                    content_type=content_type,
+                    content_id=None,
+                    disposition="attachment",
+                )
 
     def _visit_fallback(self, part: Part) -> None:
         """Last resort for a part that broke the normal path: keep its bytes if we can."""
         with contextlib.suppress(Exception):
             info = _PartInfo("application/octet-stream", None, None, None, None)
-            self.attachments.append(_attachment(info, part.body))
+            self._attachment(info, part.body)

@@ -8,7 +8,6 @@ yields no extra attachments.
 
 from __future__ import annotations
 
-import base64
 import logging
 import mimetypes
 from typing import Any
@@ -29,8 +28,8 @@ def _name(attachment: Any) -> str | None:
     return name or None
 
 
-def tnef_attachments(data: bytes) -> list[dict[str, Any]]:
-    """The files inside a TNEF stream, shaped like the payload's other attachments."""
+def tnef_files(data: bytes) -> list[tuple[str | None, str, bytes]]:
+    """The files inside a TNEF stream: (file name, content type guessed from it, bytes)."""
     try:
         attachments = TNEF(data, do_checksum=False).attachments
     except Exception:
@@ -45,14 +44,5 @@ def tnef_attachments(data: bytes) -> list[dict[str, Any]]:
         content_type = (filename and mimetypes.guess_type(filename, strict=False)[0]) or (
             "application/octet-stream"
         )
-        result.append(
-            {
-                "filename": filename,
-                "content_type": content_type,
-                "size": len(content),
-                "content_id": None,
-                "disposition": "attachment",
-                "content": base64.b64encode(content).decode("ascii"),
-            }
-        )
+        result.append((filename, content_type, content))
     return result
