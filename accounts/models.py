@@ -36,6 +36,9 @@ class Account(AbstractBaseUser, PermissionsMixin):
     timezone = models.CharField(max_length=64, default="UTC")
     is_active = models.BooleanField(default=True)
     is_staff = models.BooleanField(default=False, help_text="May sign in to the admin.")
+    # How many inbound messages the account can see (its message list's total),
+    # kept in the statement that stores them, so the list never runs COUNT(*).
+    message_count = models.BigIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -390,13 +390,15 @@ def _new_message(
     *,
     auth: MailAuth = NOT_CHECKED,
 ) -> webhook_accept.NewMessage:
+    message_id, subject = webhook_accept.message_id_and_subject(message.raw)
     return webhook_accept.NewMessage(
         raw=message.raw,
         mail_from=message.mail_from,
         recipients=recipients,
         client_ip=message.client_ip,
         helo=message.helo,
-        message_id_header=webhook_accept.message_id(message.raw),
+        message_id_header=message_id,
+        subject=subject,
         spf_result=auth.spf_result,
         dkim_domains=list(auth.dkim_domains),
         dmarc=auth.dmarc,

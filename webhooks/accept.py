@@ -3,8 +3,8 @@
 The ingress imports nothing else from ``webhooks`` (tests/test_import_cycles.py
 holds it to that): it looks recipients up at RCPT (webhook_for_recipient) and
 again after DATA (active_webhooks; the Webhook model only as their type),
-stores what it accepted (messages_accept) with its Message-ID read as the
-payload reads it (message_id), puts the new deliveries on the
+stores what it accepted (messages_accept) with its Message-ID and Subject read
+as the payload reads them (message_id_and_subject), puts the new deliveries on the
 queue (publish), and asks whether the database is PostgreSQL (on_postgresql:
 only there does it hear of route changes, and run more than one process).
 """
@@ -20,7 +20,7 @@ from django.utils import timezone
 from webhooks import delivery, rawstore, storage
 from webhooks.delivery import TASK_BATCH
 from webhooks.delivery import enqueue_many as publish
-from webhooks.mail.headers import message_id
+from webhooks.mail.headers import message_id_and_subject
 from webhooks.models import Webhook
 from webhooks.rawstore import RawStoreUnavailable
 from webhooks.selectors import webhook_for_recipient
@@ -36,7 +36,7 @@ __all__ = [
     "Webhook",
     "active_webhooks",
     "message_accept",
-    "message_id",
+    "message_id_and_subject",
     "messages_accept",
     "on_postgresql",
     "publish",

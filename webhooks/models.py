@@ -90,6 +90,9 @@ class InboundMessage(models.Model):
     raw_purged_at = models.DateTimeField(null=True, blank=True)
     size = models.PositiveIntegerField(default=0)
     message_id_header = models.CharField(max_length=998, blank=True)
+    # Decoded, read at accept time from the header block (as the Message-ID is),
+    # so that listing and searching messages never parse the raw MIME.
+    subject = models.CharField(max_length=998, blank=True)
     spf_result = models.CharField(max_length=20, blank=True)
     dkim_domains = models.JSONField(default=list, blank=True)
     # Set when a policy had DMARC evaluated (policies.mailauth.DmarcResult.as_payload()).
@@ -102,6 +105,38 @@ class InboundMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.mail_from or '<>'} → {', '.join(self.rcpt_to)}"
+
+
+class AccountMessage(models.Model):
+    """One message as one account sees it: the row the account's message list pages over.
+
+    A message may go to webhooks of several accounts (one Delivery per webhook);
+    each of those accounts gets one of these, written in the statement that
+    stores the message. Its ``received_at`` is the message's, copied so that
+    page 1 of a large account is read straight from one index.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    account = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="messages"
+    )
+    message = models.ForeignKey(
+        InboundMessage, on_delete=models.CASCADE, related_name="account_messages"
+    )
+    received_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "message"], name="one_view_per_account")
+        ]
+        indexes = [
+            models.Index(
+                fields=["account", "-received_at", "-message"], name="account_message_page_idx"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"message {self.message_id} of account {self.account_id}"
 
 
 class Delivery(models.Model):

@@ -3,8 +3,9 @@
 Each fast path written in SQL for PostgreSQL sits beside the ORM code it must
 agree with, and the choice between them is made here, once (``_fast``):
 
-- accepting mail: one INSERT for a group of messages and their deliveries
-  (insert_messages), or the ORM's bulk_create;
+- accepting mail: one INSERT for a group of messages, their deliveries, the
+  accounts' views of them and the accounts' message counts (insert_messages),
+  or the ORM's bulk_create;
 - the claim rule (claimable / CLAIMABLE_SQL), one conditional UPDATE that
   leases a due delivery and reads it (claim_due), or the ORM's read and update;
 - recording an attempt: the log row, the webhook's log counter and the
@@ -22,6 +23,7 @@ from __future__ import annotations
 import functools
 import json
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -32,8 +34,9 @@ from django.db import connection, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Exists, F, Model, OuterRef, Q
 
+from accounts.models import Account
 from conduit import dbconn
-from webhooks.models import Delivery, DeliveryLog, InboundMessage, Webhook
+from webhooks.models import AccountMessage, Delivery, DeliveryLog, InboundMessage, Webhook
 
 # The PostgreSQL fast paths are taken when this is true and the database is
 # PostgreSQL; the tests turn it off to run the ORM half on PostgreSQL too.
@@ -103,6 +106,7 @@ _ROW_COLUMNS = {
         "raw",
         "size",
         "message_id_header",
+        "subject",
         "spf_result",
         "dkim_domains",
         "dmarc_result",
@@ -147,7 +151,55 @@ def _insert_sql(alias: str) -> str:
         return f"{table} ({columns}) SELECT {', '.join(values)} FROM {rows}"  # noqa: S608
 
     messages, deliveries = insert(InboundMessage), insert(Delivery)
-    return f"WITH new_messages AS (INSERT INTO {messages}) INSERT INTO {deliveries}"
+    return (
+        f"WITH new_messages AS (INSERT INTO {messages}), {_account_views_sql(alias)} "
+        f"INSERT INTO {deliveries}"
+    )
+
+
+def _account_views_sql(alias: str) -> str:
+    """The CTEs of the single INSERT that give each account whose webhooks got
+    a message its AccountMessage row, and add them to the accounts' counts.
+    The accounts come from the deliveries' webhooks in the statement itself
+    (a join on primary keys), so the ingress need not know them."""
+    db = connections[alias]
+    quote = db.ops.quote_name
+    received_at = InboundMessage._meta.get_field("received_at").db_type(db)
+    values = {
+        "id": "gen_random_uuid()",
+        "account_id": "v.account_id",
+        "message_id": "v.message_id",
+        "received_at": f"%(inboundmessage_received_at)b::{received_at}",
+    }
+    columns = [f.column for f in AccountMessage._meta.concrete_fields]
+    if set(columns) != set(values):  # a new column needs its value here
+        raise RuntimeError(f"AccountMessage columns {columns} are not all written")
+    webhook_account = quote(Webhook._meta.get_field("account").column)
+    count = quote(Account._meta.get_field("message_count").column)
+    pairs = (
+        f"SELECT DISTINCT w.{webhook_account} AS account_id, r.message_id "  # noqa: S608
+        "FROM unnest(%(delivery_message_id)b::uuid[], %(delivery_webhook_id)b::uuid[]) "
+        f"AS r(message_id, webhook_id) JOIN {quote(Webhook._meta.db_table)} AS w "
+        f"ON w.{quote(Webhook._meta.pk.column)} = r.webhook_id"
+    )
+    return (
+        f"new_views AS (INSERT INTO {quote(AccountMessage._meta.db_table)} "  # noqa: S608
+        f"({', '.join(quote(c) for c in columns)}) "
+        f"SELECT {', '.join(values[c] for c in columns)} FROM ({pairs}) AS v "
+        f"RETURNING {quote(AccountMessage._meta.get_field('account').column)} AS account_id), "
+        # In account order, like the ORM half, so two groups lock shared
+        # accounts alike; a deadlock anyway fails the group, which is then
+        # stored message by message (nothing is lost).
+        f"counted AS (UPDATE {quote(Account._meta.db_table)} AS a "
+        f"SET {count} = a.{count} + c.n FROM (SELECT account_id, count(*) AS n "
+        "FROM new_views GROUP BY account_id ORDER BY account_id) AS c "
+        f"WHERE a.{quote(Account._meta.pk.column)} = c.account_id)"
+    )
+
+
+def _subject(new: NewMessage) -> str:
+    """The Subject as stored: cut to the column."""
+    return new.subject[:998]
 
 
 def _constants(prototype: Any) -> dict[str, Any]:
@@ -200,6 +252,7 @@ def _insert_together(
         "inboundmessage_raw": [None if raw_store else new.raw for new in new_messages],
         "inboundmessage_size": [len(new.raw) for new in new_messages],
         "inboundmessage_message_id_header": [new.message_id_header[:998] for new in new_messages],
+        "inboundmessage_subject": [_subject(new) for new in new_messages],
         "inboundmessage_spf_result": [new.spf_result for new in new_messages],
         "inboundmessage_dkim_domains": [json.dumps(list(new.dkim_domains)) for new in new_messages],
         "inboundmessage_dmarc_result": [
@@ -237,6 +290,8 @@ class NewMessage:
     client_ip: str | None
     helo: str
     message_id_header: str
+    # Decoded, as the payload reports it (accept.message_id_and_subject).
+    subject: str = ""
     spf_result: str = ""
     dkim_domains: list[str] = dataclass_field(default_factory=list)
     dmarc: dict | None = None
@@ -270,6 +325,7 @@ def _insert_with_orm(
             raw=None if raw_store or (postgres and len(new.raw) > BINARY_RAW_BYTES) else new.raw,
             size=len(new.raw),
             message_id_header=new.message_id_header[:998],
+            subject=_subject(new),
             spf_result=new.spf_result,
             dkim_domains=list(new.dkim_domains),
             dmarc_result=new.dmarc,
@@ -298,10 +354,28 @@ def _insert_with_orm(
             if message.raw is None and not raw_store:
                 _store_raw_binary(message=message, raw=new.raw)
         Delivery.objects.bulk_create([d for each in deliveries for d in each])
+        _show_to_accounts(messages, new_messages)
     return [
         AcceptedMessage(message_id=message.id, delivery_ids=[d.id for d in each])
         for message, each in zip(messages, deliveries, strict=True)
     ]
+
+
+def _show_to_accounts(
+    messages: Sequence[InboundMessage], new_messages: Sequence[NewMessage]
+) -> None:
+    """The ORM's twin of _account_views_sql: each account whose webhooks got a
+    message sees it once, and counts it."""
+    webhook_ids = {webhook_id for new in new_messages for webhook_id in new.recipients}
+    accounts = dict(Webhook.objects.filter(id__in=webhook_ids).values_list("id", "account_id"))
+    views = [
+        AccountMessage(account_id=account_id, message=message, received_at=message.received_at)
+        for message, new in zip(messages, new_messages, strict=True)
+        for account_id in sorted({accounts[webhook_id] for webhook_id in new.recipients})
+    ]
+    AccountMessage.objects.bulk_create(views)
+    for account_id, count in sorted(Counter(view.account_id for view in views).items()):
+        Account.objects.filter(id=account_id).update(message_count=F("message_count") + count)
 
 
 def insert_messages(

@@ -1,5 +1,5 @@
-"""The Message-ID the ingress stores is the one the payload reports: one header
-reader (webhooks.mail.headers) serves both, however broken the header block."""
+"""The Message-ID and Subject the ingress stores are the ones the payload reports: one
+header reader (webhooks.mail.headers) serves both, however broken the header block."""
 
 from __future__ import annotations
 
@@ -17,13 +17,25 @@ from webhooks.models import InboundMessage
 from webhooks.payload import AuthResults, Envelope, build_payload
 
 
-def _by_the_payload(raw: bytes) -> str:
+def _by_the_payload(raw: bytes) -> tuple[str, str]:
     envelope = Envelope(mail_from="", rcpt_to=[], client_ip=None, helo=None)
-    return build_payload(raw, envelope=envelope, auth=AuthResults())["message_id"] or ""
+    payload = build_payload(raw, envelope=envelope, auth=AuthResults())
+    return payload["message_id"] or "", payload["subject"]
 
 
 _NAMES = st.sampled_from(
-    ["Message-ID", "message-id", "MESSAGE-ID", "Message-Id ", "Message-ID2", "Subject", "From", "X"]
+    [
+        "Message-ID",
+        "message-id",
+        "MESSAGE-ID",
+        "Message-Id ",
+        "Message-ID2",
+        "Subject",
+        "subject ",
+        "Subjects",
+        "From",
+        "X",
+    ]
 )
 _VALUES = st.sampled_from(
     ["", " ", "\t", "<a@b>", " <a@b> ", "<x@y> (c)", ":", "a:b", "  ", "=?utf-8?q?=3Cq@x=3E?="]
@@ -48,7 +60,7 @@ _LINES = st.one_of(
 def test_it_reads_what_the_payload_reads(lines, tail):
     raw = ("".join(lines) + tail).encode("utf-8", "surrogateescape")
 
-    assert accept.message_id(raw) == _by_the_payload(raw)
+    assert accept.message_id_and_subject(raw) == _by_the_payload(raw)
 
 
 @pytest.mark.parametrize(
@@ -75,8 +87,8 @@ def test_it_reads_what_the_payload_reads(lines, tail):
     ],
 )
 def test_examples(raw, expected):
-    assert accept.message_id(raw) == expected
-    assert _by_the_payload(raw) == expected
+    assert accept.message_id_and_subject(raw)[0] == expected
+    assert _by_the_payload(raw)[0] == expected
 
 
 def test_the_standard_library_would_lose_it_after_a_junk_line():
@@ -85,7 +97,7 @@ def test_the_standard_library_would_lose_it_after_a_junk_line():
     parsed = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
 
     assert parsed.get("Message-ID") is None
-    assert accept.message_id(raw) == "<after-junk@x>"
+    assert accept.message_id_and_subject(raw)[0] == "<after-junk@x>"
 
 
 @pytest.mark.parametrize(
@@ -99,13 +111,13 @@ def test_the_standard_library_would_lose_it_after_a_junk_line():
 def test_it_reads_only_the_header_block(head, body):
     """The body of a big message is never handed to the line reader."""
     assert headers.header_block_end(head + body) == len(head)
-    assert accept.message_id(head + body) == "<m@example.net>"
+    assert accept.message_id_and_subject(head + body)[0] == "<m@example.net>"
 
 
 def test_a_message_without_a_blank_line_is_all_headers():
     raw = b"Subject: x\r\nMessage-ID: <m@example.net>\r\n"
     assert headers.header_block_end(raw) == len(raw)
-    assert accept.message_id(raw) == "<m@example.net>"
+    assert accept.message_id_and_subject(raw)[0] == "<m@example.net>"
 
 
 @pytest.mark.django_db(transaction=True)
@@ -117,4 +129,5 @@ def test_the_ingress_stores_the_message_id_the_payload_reports(ingress, alice, a
         assert smtp.sendmail("sender@example.net", ["team@alice.example"], message) == {}
 
     stored = InboundMessage.objects.get()
-    assert stored.message_id_header == "<stored@x>" == _by_the_payload(bytes(stored.raw))
+    assert stored.message_id_header == "<stored@x>" == _by_the_payload(bytes(stored.raw))[0]
+    assert stored.subject == "x"

@@ -8,9 +8,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from accounts.models import Account
 from tests.delivery_fixtures import make_webhook
 from webhooks import accept, storage
-from webhooks.models import Delivery, InboundMessage
+from webhooks.models import AccountMessage, Delivery, InboundMessage
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("storage_half")]
 
@@ -30,6 +31,7 @@ def _new_messages(first, second) -> list[storage.NewMessage]:
             client_ip="2001:DB8:0:0::1",
             helo="mx.sender.example",
             message_id_header="<one@sender.example>",
+            subject="Grüße from the sender",
             spf_result="pass",
             dkim_domains=["sender.example", "relay.example"],
             smtp_auth_user="relay-user",
@@ -49,6 +51,7 @@ def _new_messages(first, second) -> list[storage.NewMessage]:
             client_ip="::ffff:192.0.2.7",
             helo="h",
             message_id_header="",
+            subject="café " + "s" * 1200,  # too long for the column
         ),
         accept.NewMessage(
             raw=b"x",
@@ -68,7 +71,15 @@ def _rows(accepted: list[accept.AcceptedMessage]) -> list[tuple[dict, list[dict]
         deliveries = Delivery.objects.filter(id__in=item.delivery_ids).order_by("webhook_id")
         assert {d.message_id for d in deliveries} == {item.message_id}
         assert sorted(d.id for d in deliveries) == sorted(item.delivery_ids)
-        rows.append((_columns(message), [_columns(d) for d in deliveries]))
+        views = AccountMessage.objects.filter(message=message).order_by("account_id")
+        assert all(view.received_at == message.received_at for view in views)
+        rows.append(
+            (
+                _columns(message),
+                [_columns(d) for d in deliveries],
+                [view.account_id for view in views],
+            )
+        )
     return rows
 
 
@@ -83,22 +94,41 @@ def _ids(messages: list) -> list[uuid.UUID]:
     return [uuid.uuid4() for _ in messages]
 
 
+def _message_counts() -> dict:
+    return dict(Account.objects.values_list("email", "message_count"))
+
+
 # A message whose raw content is in an object store has no raw in its row.
 @pytest.mark.parametrize("raw_store", ["", "s3://bucket/prefix"])
-def test_the_single_statement_writes_what_the_orm_writes(alice, alice_domain, raw_store):
+def test_the_single_statement_writes_what_the_orm_writes(alice, bob, alice_domain, raw_store):
     assert storage.on_postgresql()
     first = make_webhook(alice, alice_domain, "http://127.0.0.1:9/", address="a@alice.example")
-    second = make_webhook(alice, alice_domain, "http://127.0.0.1:9/", address="c@alice.example")
+    # Another account's webhook: that account sees the first two messages too.
+    second = make_webhook(bob, alice_domain, "http://127.0.0.1:9/", address="c@alice.example")
+    third = make_webhook(alice, alice_domain, "http://127.0.0.1:9/", address="d@alice.example")
     now = timezone.now()
     group = _new_messages(first, second)
 
     together = storage._insert_together(group, now, message_ids=_ids(group), raw_store=raw_store)
+    counts_together = _message_counts()
     with_orm = storage._insert_with_orm(group, now, message_ids=_ids(group), raw_store=raw_store)
 
     assert _rows(together) == _rows(with_orm)
     for message in InboundMessage.objects.all():
         assert message.raw_store == raw_store
         assert (message.raw is None) == bool(raw_store)
+    assert counts_together == {alice.email: 3, bob.email: 2}
+    assert _message_counts() == {alice.email: 6, bob.email: 4}
+    subjects = [InboundMessage.objects.get(id=a.message_id).subject for a in together]
+    assert subjects[0] == "Grüße from the sender"
+    assert subjects[2] == "café " + "s" * 993
+    assert len(subjects[2]) == 998
+    # One message to two webhooks of one account is one message of that account.
+    for insert in (storage._insert_together, storage._insert_with_orm):
+        one = [_new_messages(first, third)[0]]
+        [twice] = insert(one, now, message_ids=_ids(one), raw_store=raw_store)
+        assert AccountMessage.objects.filter(message_id=twice.message_id).count() == 1
+    assert _message_counts() == {alice.email: 8, bob.email: 4}
     assert len({i for item in together + with_orm for i in item.delivery_ids}) == 10
     for delivery in Delivery.objects.all():
         assert delivery.status == Delivery.Status.PENDING
@@ -114,8 +144,9 @@ def test_messages_accept_takes_the_half_the_storage_chose(
 ):
     webhook = make_webhook(alice, alice_domain, "http://127.0.0.1:9/")
     # The single statement goes through psycopg's own cursor, not Django's;
-    # the ORM half's two bulk inserts do.
-    queries = 0 if storage_half == "postgresql" else 2
+    # the ORM half's do: two bulk inserts, the webhooks' accounts, the
+    # accounts' views of the messages and one count per account.
+    queries = 0 if storage_half == "postgresql" else 5
 
     with django_assert_num_queries(queries):
         accepted = accept.messages_accept(_new_messages(webhook, webhook)[2:], enqueue=False)

@@ -354,21 +354,29 @@ def header_block_end(raw: bytes) -> int:
     return lf + 2 if lf >= 0 else limit
 
 
-def message_id(raw: bytes) -> str:
-    """The message's first Message-ID, as the payload's ``message_id`` reports it; "" if none.
+def message_id_and_subject(raw: bytes) -> tuple[str, str]:
+    """The message's first Message-ID and Subject, as the payload's ``message_id`` and
+    ``subject`` report them; "" for one it lacks.
 
-    The one reading of it: the ingress stores this with every message it accepts
-    (InboundMessage.message_id_header, what operators search by), and
-    webhooks.payload reads the same header block with the same reader.
+    The one reading of them: the ingress stores both with every message it accepts
+    (InboundMessage.message_id_header, what operators search by, and .subject, what the
+    message list searches), and webhooks.payload reads the same header block with the
+    same reader.
     """
+    found: dict[str, str] = {}
     fields, _ = _field_lines(raw, 0, header_block_end(raw))
     for lines in fields:
-        # Only the field asked for is decoded (_finish, as read_header_block does).
-        if lines[0][:10].lower() == b"message-id" and (found := _finish([lines])):
-            name, value = found[0]
-            if name.lower() == "message-id":
-                return decode_header(value).strip()
-    return ""
+        start = lines[0][:10].lower()
+        if start != b"message-id" and not start.startswith(b"subject"):
+            continue
+        # Only the fields asked for are decoded (_finish, as read_header_block does).
+        for name, value in _finish([lines]):
+            name = name.lower()
+            if name in ("message-id", "subject") and name not in found:
+                found[name] = decode_header(value)
+        if len(found) == 2:
+            break
+    return found.get("message-id", "").strip(), found.get("subject", "")
 
 
 def _finish(fields: list[list[bytes]]) -> list[tuple[str, str]]:
