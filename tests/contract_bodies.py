@@ -264,6 +264,11 @@ BEYOND_THE_CONTRACT = {
     "pauseWebhook",
     "resumeWebhook",
     "downloadAttachment",
+    "listMessages",
+    "getMessage",
+    "deleteMessage",
+    "downloadMessageRaw",
+    "redeliverMessage",
 }
 
 # The reference's "any" for sign-in: the two shapes it may take (CONTRACT.md, 2FA).

@@ -117,6 +117,29 @@ def test_the_attachment_link_is_its_own_credential(schema):
     assert set(operation["responses"]) == {"200", "403", "404", "410", "503"}
 
 
+# The message operations: each its own path and method, none the contract's.
+MESSAGE_ROUTES = {
+    "listMessages": ("GET", "/api/v1/messages"),
+    "getMessage": ("GET", "/api/v1/messages/{id}"),
+    "deleteMessage": ("DELETE", "/api/v1/messages/{id}"),
+    "downloadMessageRaw": ("GET", "/api/v1/messages/{id}/raw"),
+    "redeliverMessage": ("POST", "/api/v1/messages/{id}/redeliver"),
+}
+
+
+def test_the_message_operations_are_beyond_the_contract_with_their_own_routes(schema):
+    assert set(MESSAGE_ROUTES) <= ref.BEYOND_THE_CONTRACT
+    contract_routes = {(row["method"], row["path"]) for row in contract().values()}
+    for operation_id, route in MESSAGE_ROUTES.items():
+        method, path, operation = operations(schema)[operation_id]
+        assert (method, path) == route, operation_id
+        assert route not in contract_routes, operation_id
+        assert operation["tags"] == ["Messages"] and operation["summary"], operation_id
+        assert {"bearerAuth": []} in operation["security"], operation_id
+        assert {} not in operation["security"], operation_id
+        assert "401" in operation["responses"] and "404" in operation["responses"], operation_id
+
+
 def test_it_matches_the_contract_for_every_operation(schema):
     expected = contract()
     found = operations(schema)
@@ -233,9 +256,12 @@ def test_it_requires_every_field_of_every_response(schema):
                 if operation_id == "downloadAttachment":  # the attachment's bytes, not JSON
                     assert set(response["content"]) == {"application/octet-stream"}
                     continue
+                if operation_id == "downloadMessageRaw":  # the message's bytes, not JSON
+                    assert set(response["content"]) == {"message/rfc822"}
+                    continue
                 body = json_body(response["content"], operation_id)
                 names.add(component_name(body.get("items", body)))
-    assert {"WebhookResponse", "CreateSessionResponse", "PingResponse"} <= names
+    assert {"WebhookResponse", "CreateSessionResponse", "PingResponse", "MessageResponse"} <= names
     for name in names:
         component = schema["components"]["schemas"][name]
         for alternative in component.get("oneOf", [component]):

@@ -37,7 +37,7 @@ from webhooks import attachments, outbound, ratelimit, rawstore, retention, retr
 from webhooks.models import Delivery, DeliveryLog, InboundMessage, Webhook
 from webhooks.payload import AuthResults, Envelope, build_payload
 from webhooks.signing import signature_headers
-from webhooks.templating import TemplateRenderProblem, render_payload
+from webhooks.templating import JSON_CONTENT_TYPE, TemplateRenderProblem, render_payload
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,28 @@ def message_payload(
     raw = rawstore.raw_bytes(message)
     links = attachments.links_for(webhook=webhook, message=message) if webhook else None
     return build_payload(raw, envelope=envelope, auth=auth, simulated=simulated, links=links)
+
+
+@dataclass(frozen=True)
+class ReceivedBody:
+    """What a delivery POSTs before signing: its default payload and, with a
+    payload template, the body that renders to (or why it did not)."""
+
+    payload: dict
+    content_type: str | None
+    body: str | None
+    template_error: str | None
+
+
+def received_body(*, webhook: Webhook, payload: dict) -> ReceivedBody:
+    """The body ``send`` would POST for ``payload`` to ``webhook``, rendered the same way."""
+    if not webhook.payload_template:
+        return ReceivedBody(payload, JSON_CONTENT_TYPE, None, None)
+    try:
+        body, content_type = render_payload(template=webhook.payload_template, payload=payload)
+    except TemplateRenderProblem as exc:
+        return ReceivedBody(payload, None, None, str(exc))
+    return ReceivedBody(payload, content_type, body.decode("utf-8", "replace"), None)
 
 
 def _not_sent(error: str, *, kind: outbound.ErrorKind) -> SendResult:
@@ -436,10 +458,15 @@ def send_held(*, webhook_id: uuid.UUID) -> None:
 
 
 def redeliver(*, delivery: Delivery) -> None:
-    """Operator replay: the same delivery (same webhook-id) becomes due now."""
+    """Replay: the same delivery (same webhook-id) becomes due now, whatever
+    its state, with its attempts counted again from zero (a full retry
+    schedule). Its task is queued when the caller's transaction commits."""
     now = timezone.now()
     Delivery.objects.filter(id=delivery.id).update(
         status=Delivery.Status.PENDING,
+        attempts=0,
+        last_error="",
+        delivered_at=None,
         next_attempt_at=now,
         enqueued_at=now,
         leased_until=None,

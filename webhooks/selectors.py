@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from dataclasses import dataclass, fields
 from datetime import datetime
 
-from django.db.models import Case, CharField, Count, F, Max, Q, QuerySet, UUIDField, Value, When
+from django.db.models import (
+    Case,
+    CharField,
+    Count,
+    Exists,
+    F,
+    Max,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    UUIDField,
+    Value,
+    When,
+)
 from django.db.models.functions import TruncHour
 
 from accounts.models import Account
 from conduit.errors import NotFound
-from webhooks.models import Delivery, DeliveryLog, Webhook
+from webhooks.models import AccountMessage, Delivery, DeliveryLog, Webhook
 from webhooks.validation import CATCH_ALL
 
 
@@ -131,4 +147,119 @@ def delivery_outcomes_since(*, since: datetime) -> list[dict]:
         .values("hour", "outcome", "troubled_webhook_id", "address")
         .annotate(count=Count("id"), last_at=Max("updated_at"))
         .order_by()
+    )
+
+
+# --- Messages ------------------------------------------------------------------------
+
+# A filtered message list is counted up to this many matches: an exact count of a
+# filter over a large account would read every match (its X-Total-Count then
+# says "at least this many").
+MESSAGE_COUNT_CAP = 10_000
+
+
+@dataclass(frozen=True)
+class MessageFilters:
+    """What listMessages narrows the account's messages by; None: no filter."""
+
+    webhook: Webhook | None = None
+    status: str | None = None
+    sender: str | None = None
+    recipient: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    message_id: str | None = None
+    q: str | None = None
+
+    @property
+    def any(self) -> bool:
+        return any(getattr(self, f.name) is not None for f in fields(self))
+
+
+def own_deliveries(*, account: Account) -> QuerySet[Delivery]:
+    """The deliveries an account may see: those to its own webhooks."""
+    return Delivery.objects.filter(webhook__account=account)
+
+
+def _matching_messages(*, account: Account, filters: MessageFilters) -> QuerySet[AccountMessage]:
+    """The account's views of the messages that pass the filters; those on
+    deliveries are an EXISTS over the account's deliveries of each message."""
+    views = AccountMessage.objects.filter(account=account)
+    if filters.since is not None:
+        views = views.filter(received_at__gte=filters.since)
+    if filters.until is not None:
+        views = views.filter(received_at__lt=filters.until)
+    deliveries = own_deliveries(account=account).filter(message_id=OuterRef("message_id"))
+    if filters.webhook is not None:
+        deliveries = deliveries.filter(webhook=filters.webhook)
+    if filters.status is not None:
+        deliveries = deliveries.filter(status=filters.status)
+    if filters.recipient is not None:
+        # rcpt_to is a JSON list of strings: match one element whole, any case.
+        deliveries = deliveries.filter(rcpt_to__icontains=json.dumps(filters.recipient))
+    if filters.webhook or filters.status or filters.recipient:
+        views = views.filter(Exists(deliveries))
+    if filters.sender is not None:
+        views = views.filter(message__mail_from__iexact=filters.sender)
+    if filters.message_id is not None:
+        bare = filters.message_id.strip().removeprefix("<").removesuffix(">")
+        views = views.filter(message__message_id_header__in=[f"<{bare}>", bare])
+    if filters.q is not None:
+        views = views.filter(
+            Q(message__subject__icontains=filters.q) | Q(message__mail_from__icontains=filters.q)
+        )
+    return views
+
+
+def message_list(*, account: Account, filters: MessageFilters) -> QuerySet[AccountMessage]:
+    """The account's messages, newest first, each with the account's own
+    deliveries (``own_deliveries``). Unfiltered, page 1 is read from the
+    (account, -received_at, -message) index."""
+    return (
+        _matching_messages(account=account, filters=filters)
+        .select_related("message")
+        .defer("message__raw")
+        .prefetch_related(
+            Prefetch(
+                "message__deliveries",
+                queryset=own_deliveries(account=account).order_by("created_at", "id"),
+                to_attr="own_deliveries",
+            )
+        )
+        .order_by("-received_at", "-message_id")
+    )
+
+
+def message_list_total(*, account: Account, filters: MessageFilters) -> int:
+    """The list's X-Total-Count: the account's kept count when unfiltered, else
+    the matches counted up to MESSAGE_COUNT_CAP."""
+    if not filters.any:
+        return account.message_count
+    matching = _matching_messages(account=account, filters=filters)
+    return matching.values("id")[:MESSAGE_COUNT_CAP].count()
+
+
+def get_message_for_account(*, account: Account, message_id: uuid.UUID) -> AccountMessage:
+    """The account's view of a message; 404 for a message it never received."""
+    view = (
+        AccountMessage.objects.filter(account=account, message_id=message_id)
+        .select_related("message")
+        .defer("message__raw")
+        .first()
+    )
+    if view is None:
+        raise NotFound("No message with this id in this account.")
+    return view
+
+
+def message_deliveries(*, view: AccountMessage) -> list[Delivery]:
+    """The account's deliveries of the message, oldest first, each with its
+    webhook and every attempt (``attempt_logs``, oldest first)."""
+    logs = DeliveryLog.objects.order_by("attempted_at", "id")
+    return list(
+        own_deliveries(account=view.account)
+        .filter(message_id=view.message_id)
+        .select_related("webhook")
+        .prefetch_related(Prefetch("logs", queryset=logs, to_attr="attempt_logs"))
+        .order_by("created_at", "id")
     )

@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from conduit import strict
 from webhooks import retention, validation
-from webhooks.models import DeliveryLog, Webhook
+from webhooks.models import AccountMessage, Delivery, DeliveryLog, Webhook
 from webhooks.signing import mask_secret
 from webhooks.templating import TemplateSyntaxProblem, validate_template
 
@@ -26,6 +26,8 @@ ATTACHMENT_LINK_HELP = (
     "Bytes. Attachments larger than this are delivered as an expiring signed link "
     "(`content_url`) instead of base64 `content`; null: always inline."
 )
+# How much of a target's answer a message's attempts show (up to 20 KB is kept).
+RESPONSE_EXCERPT = 1000
 
 
 class _WebhookFieldsSerializer(serializers.Serializer):
@@ -287,3 +289,217 @@ class SimulateWebhookResponseSerializer(serializers.Serializer):
     duration_ms = serializers.IntegerField()
     error = strict.CharField(allow_null=True)
     simulated = serializers.BooleanField()
+
+
+# --- Messages ------------------------------------------------------------------------
+
+
+class MessageListQuerySerializer(serializers.Serializer):
+    """The filters of listMessages (query parameters); each narrows the list further."""
+
+    webhook_id = serializers.UUIDField(
+        required=False, help_text="Only messages delivered to this webhook of the account."
+    )
+    status = serializers.ChoiceField(
+        choices=Delivery.Status.values,
+        required=False,
+        help_text="Only messages with a delivery (to the account's webhooks) in this state.",
+    )
+    sender = serializers.CharField(
+        max_length=320, required=False, help_text="The envelope sender (MAIL FROM), any case."
+    )
+    recipient = serializers.CharField(
+        max_length=320,
+        required=False,
+        help_text="An envelope recipient (RCPT TO) of the account's, any case.",
+    )
+    since = serializers.DateTimeField(
+        required=False, help_text="Received at or after this time (ISO 8601)."
+    )
+    until = serializers.DateTimeField(
+        required=False, help_text="Received before this time (ISO 8601)."
+    )
+    message_id = serializers.CharField(
+        max_length=998, required=False, help_text="The Message-ID header, with or without <>."
+    )
+    q = serializers.CharField(
+        max_length=200,
+        required=False,
+        help_text="Words to find in the subject or the sender (a substring, any case).",
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        since, until = attrs.get("since"), attrs.get("until")
+        if since is not None and until is not None and until <= since:
+            raise serializers.ValidationError(
+                {"until": ["until must be later than since; swap them or widen the window."]}
+            )
+        return attrs
+
+
+class RedeliverMessageRequestSerializer(serializers.Serializer):
+    webhook_id = serializers.UUIDField(
+        required=False,
+        allow_null=True,
+        help_text="Only the delivery to this webhook; left out: every delivery of the message "
+        "to the account's webhooks.",
+    )
+
+
+class MessageDeliveryStateSerializer(serializers.Serializer):
+    """One delivery of a message in the list: where it went and how it stands."""
+
+    id = serializers.UUIDField(read_only=True)
+    webhook_id = serializers.UUIDField(read_only=True)
+    status = serializers.ChoiceField(choices=Delivery.Status.values, read_only=True)
+    attempts = serializers.IntegerField(read_only=True)
+    next_attempt_at = serializers.DateTimeField(allow_null=True, read_only=True)
+
+
+def delivery_state(delivery: Delivery) -> dict:
+    return {
+        "id": str(delivery.id),
+        "webhook_id": str(delivery.webhook_id),
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "next_attempt_at": _iso8601_or_none(delivery.next_attempt_at),
+    }
+
+
+class MessageSummaryResponseSerializer(serializers.Serializer):
+    id = serializers.UUIDField(read_only=True)
+    received_at = serializers.DateTimeField(read_only=True)
+    mail_from = serializers.CharField(
+        read_only=True, help_text="The envelope sender (MAIL FROM); empty for a bounce."
+    )
+    rcpt_to = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="The envelope recipients of this account's webhooks.",
+    )
+    subject = serializers.CharField(read_only=True)
+    message_id = serializers.CharField(read_only=True, help_text="The Message-ID header.")
+    size = serializers.IntegerField(read_only=True, help_text="Bytes of the original.")
+    raw_available = serializers.BooleanField(
+        read_only=True, help_text="Whether the original can still be downloaded."
+    )
+    raw_purged_at = serializers.DateTimeField(allow_null=True, read_only=True)
+    deliveries = MessageDeliveryStateSerializer(many=True, read_only=True)
+
+    def to_representation(self, instance: AccountMessage) -> dict:
+        # By hand, like the delivery logs: 50 rows a page on a hot endpoint.
+        message = instance.message
+        deliveries = message.own_deliveries
+        return {
+            "id": str(message.id),
+            "received_at": _iso8601(message.received_at),
+            "mail_from": message.mail_from,
+            "rcpt_to": [rcpt for d in deliveries for rcpt in d.rcpt_to],
+            "subject": message.subject,
+            "message_id": message.message_id_header,
+            "size": message.size,
+            "raw_available": message.raw_purged_at is None,
+            "raw_purged_at": _iso8601_or_none(message.raw_purged_at),
+            "deliveries": [delivery_state(d) for d in deliveries],
+        }
+
+
+class MessageAttemptResponseSerializer(serializers.Serializer):
+    id = serializers.UUIDField(read_only=True, help_text="The delivery log entry.")
+    attempt = serializers.IntegerField(read_only=True)
+    attempted_at = serializers.DateTimeField(read_only=True)
+    duration_ms = serializers.IntegerField(read_only=True)
+    http_status = serializers.IntegerField(
+        allow_null=True, read_only=True, help_text="null when no answer came (see `error`)."
+    )
+    error = serializers.CharField(read_only=True)
+    response_excerpt = serializers.CharField(
+        read_only=True, help_text=f"The first {RESPONSE_EXCERPT} characters of the answer."
+    )
+
+
+class MessageDeliveryResponseSerializer(MessageDeliveryStateSerializer):
+    webhook_address = serializers.CharField(read_only=True)
+    webhook_message_id = serializers.CharField(
+        read_only=True, help_text="The `webhook-id` header it is sent with, on every attempt."
+    )
+    rcpt_to = serializers.ListField(child=serializers.CharField(), read_only=True)
+    delivered_at = serializers.DateTimeField(allow_null=True, read_only=True)
+    last_error = serializers.CharField(read_only=True)
+    payload = serializers.DictField(
+        allow_null=True,
+        read_only=True,
+        help_text="The default JSON payload of this delivery; null once the original is purged.",
+    )
+    content_type = serializers.CharField(allow_null=True, read_only=True)
+    body = serializers.CharField(
+        allow_null=True,
+        read_only=True,
+        help_text="With a payload template: the body it renders to, with the webhook's current "
+        "template. null without one (the body is `payload` as JSON) or once purged.",
+    )
+    template_error = serializers.CharField(
+        allow_null=True, read_only=True, help_text="Why the template failed to render, if it did."
+    )
+    logs = MessageAttemptResponseSerializer(
+        many=True, read_only=True, help_text="Every attempt, oldest first."
+    )
+
+
+class AddressSerializer(serializers.Serializer):
+    address = serializers.CharField(read_only=True)
+    name = serializers.CharField(read_only=True)
+
+
+class MessageHeadersResponseSerializer(serializers.Serializer):
+    from_ = AddressSerializer(allow_null=True, read_only=True)
+    to = AddressSerializer(many=True, read_only=True)
+    cc = AddressSerializer(many=True, read_only=True)
+    reply_to = AddressSerializer(many=True, read_only=True)
+    subject = serializers.CharField(read_only=True)
+    date = serializers.CharField(allow_null=True, read_only=True, help_text="ISO 8601, UTC.")
+    message_id = serializers.CharField(allow_null=True, read_only=True)
+    in_reply_to = serializers.CharField(allow_null=True, read_only=True)
+    references = serializers.ListField(child=serializers.CharField(), read_only=True)
+
+    def get_fields(self) -> dict:
+        fields = super().get_fields()
+        fields["from"] = fields.pop("from_")
+        return fields
+
+
+class MessageAuthenticationSerializer(serializers.Serializer):
+    spf = serializers.CharField(allow_null=True, read_only=True)
+    dkim = serializers.ListField(child=serializers.CharField(), read_only=True)
+    smtp_auth_user = serializers.CharField(allow_null=True, read_only=True)
+
+
+class MessageResponseSerializer(serializers.Serializer):
+    id = serializers.UUIDField(read_only=True)
+    received_at = serializers.DateTimeField(read_only=True)
+    mail_from = serializers.CharField(read_only=True)
+    rcpt_to = serializers.ListField(child=serializers.CharField(), read_only=True)
+    client_ip = serializers.CharField(allow_null=True, read_only=True)
+    helo = serializers.CharField(read_only=True)
+    subject = serializers.CharField(read_only=True)
+    message_id = serializers.CharField(read_only=True)
+    size = serializers.IntegerField(read_only=True)
+    raw_available = serializers.BooleanField(read_only=True)
+    raw_purged_at = serializers.DateTimeField(allow_null=True, read_only=True)
+    authentication = MessageAuthenticationSerializer(read_only=True)
+    headers = MessageHeadersResponseSerializer(
+        allow_null=True,
+        read_only=True,
+        help_text="The main header fields, decoded; null once the original is purged.",
+    )
+    deliveries = MessageDeliveryResponseSerializer(many=True, read_only=True)
+
+
+class RedeliverMessageResponseSerializer(serializers.Serializer):
+    deliveries = MessageDeliveryStateSerializer(
+        many=True, read_only=True, help_text="The deliveries queued again."
+    )
+
+
+def _iso8601_or_none(value: datetime | None) -> str | None:
+    return None if value is None else _iso8601(value)

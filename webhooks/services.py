@@ -1,21 +1,22 @@
-"""Writes of the webhooks app: webhooks themselves and their simulated deliveries."""
+"""Writes of the webhooks app: webhooks, their simulated deliveries, and the
+messages an account deletes or has delivered again."""
 
 from __future__ import annotations
 
 import uuid
 
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from accounts.models import Account
 from accounts.services import audit_record
-from conduit.errors import Conflict, Unprocessable
+from conduit.errors import Conflict, Gone, NotFound, ServiceUnavailable, Unprocessable
 from domains.models import Domain
 from policies.models import SmtpSecurityPolicy
-from webhooks import delivery, storage
+from webhooks import delivery, rawstore, selectors, storage
 from webhooks.compose import build_simulated_message
-from webhooks.models import Delivery, DeliveryLog, Webhook
+from webhooks.models import AccountMessage, Delivery, DeliveryLog, InboundMessage, Webhook
 from webhooks.payload import AuthResults, Envelope, build_payload
 from webhooks.signing import generate_secret
 
@@ -246,3 +247,143 @@ def webhook_simulate(*, webhook: Webhook, mail_from: str, subject: str, text: st
     )
     storage.record_attempt(log=log, update={})
     return log
+
+
+# --- Messages ------------------------------------------------------------------------
+
+
+def message_purged(message: InboundMessage) -> Gone:
+    """The 410 for a message whose original is gone (after retention)."""
+    when = message.raw_purged_at
+    at = f" at {when:%Y-%m-%d %H:%M:%S} UTC" if when is not None else ""
+    return Gone(
+        f"The original of this message was purged{at}, after its retention period; it can "
+        "no longer be downloaded or delivered again. Its envelope, deliveries and attempts "
+        f"remain readable at GET /api/v1/messages/{message.id}.",
+        code="message_purged",
+    )
+
+
+def message_redeliver(
+    *, view: AccountMessage, webhook: Webhook | None, ip: str | None
+) -> list[Delivery]:
+    """Queue the account's deliveries of a message again (only the one to
+    ``webhook`` when given), in any state: each keeps its id (the same
+    webhook-id) and its attempts count from zero (delivery.redeliver)."""
+    message = view.message
+    if message.raw_purged_at is not None:
+        raise message_purged(message)
+    deliveries = selectors.own_deliveries(account=view.account).filter(message_id=message.id)
+    if webhook is not None:
+        deliveries = deliveries.filter(webhook=webhook)
+    # The deliveries made due and the audit entry commit together; the tasks
+    # are queued after the commit (a worker would not see the change before).
+    with transaction.atomic():
+        chosen = list(deliveries.select_for_update().order_by("id"))
+        if not chosen and webhook is not None:
+            raise NotFound(
+                f"This message was not delivered to webhook {webhook.id}; leave webhook_id out "
+                "to deliver it again to all of its webhooks."
+            )
+        if not chosen:
+            raise Conflict(
+                "This message has no delivery left to send again: the webhooks it went to "
+                "were deleted.",
+                code="no_deliveries",
+            )
+        _redeliver(chosen, account=view.account, message=message, ip=ip)
+    return list(
+        Delivery.objects.filter(id__in=[item.id for item in chosen]).order_by("created_at", "id")
+    )
+
+
+def message_redeliver_all(*, message: InboundMessage, ip: str | None, operator: str) -> int:
+    """An operator's replay (the admin): every delivery of the message, each
+    account's audit log told of its own; how many were queued (0 once the
+    original is purged: there is nothing left to send)."""
+    if message.raw_purged_at is not None:
+        return 0
+    with transaction.atomic():
+        chosen = list(
+            Delivery.objects.select_for_update()
+            .filter(message=message)
+            .select_related("webhook__account")
+            .order_by("id")
+        )
+        by_account: dict[uuid.UUID, list[Delivery]] = {}
+        for item in chosen:
+            by_account.setdefault(item.webhook.account_id, []).append(item)
+        for items in by_account.values():
+            account = items[0].webhook.account
+            _redeliver(items, account=account, message=message, ip=ip, operator=operator)
+    return len(chosen)
+
+
+def _redeliver(
+    deliveries: list[Delivery],
+    *,
+    account: Account,
+    message: InboundMessage,
+    ip: str | None,
+    **audited: str,
+) -> None:
+    for item in deliveries:
+        delivery.redeliver(delivery=item)
+    audit_record(
+        account=account,
+        action="message.redelivered",
+        ip=ip,
+        message_id=str(message.id),
+        delivery_ids=[str(item.id) for item in deliveries],
+        **audited,
+    )
+
+
+def message_delete(*, view: AccountMessage, ip: str | None) -> None:
+    """Delete a message from the account: its deliveries to the account's
+    webhooks with their attempts, and the account's view of it; the message
+    itself (raw content and all) goes too unless another account also
+    received it, whose copy is theirs."""
+    account = view.account
+    with transaction.atomic():
+        # The message row locked first: two accounts deleting their views of
+        # one message at once would each leave it to the other, and it would
+        # stay forever with nobody able to see or delete it.
+        if not InboundMessage.objects.select_for_update().filter(id=view.message_id).exists():
+            raise NotFound("No message with this id in this account.")
+        if not AccountMessage.objects.filter(id=view.id).exists():
+            raise NotFound("No message with this id in this account.")
+        ids = list(
+            selectors.own_deliveries(account=account)
+            .filter(message_id=view.message_id)
+            .values_list("id", flat=True)
+        )
+        logs = DeliveryLog.objects.filter(delivery_id__in=ids)
+        # Each webhook's log counter stays true (it is its logs' X-Total-Count).
+        counts = logs.order_by().values("webhook_id").annotate(n=Count("id"))
+        for row in sorted(counts, key=lambda row: row["webhook_id"]):
+            Webhook.objects.filter(id=row["webhook_id"]).update(log_count=F("log_count") - row["n"])
+        logs.delete()
+        Delivery.objects.filter(id__in=ids).delete()
+        AccountMessage.objects.filter(id=view.id).delete()
+        Account.objects.filter(id=account.id).update(message_count=F("message_count") - 1)
+        shared = AccountMessage.objects.filter(message_id=view.message_id).exists()
+        if not shared:
+            message = view.message
+            try:  # its object too, when an object store holds it
+                rawstore.discard([(message.id, message.raw_store)])
+            except rawstore.RawStoreUnavailable:
+                raise ServiceUnavailable(
+                    "The store holding this message did not answer; nothing was deleted. "
+                    "Try again in a minute.",
+                    code="raw_store_unavailable",
+                ) from None
+            InboundMessage.objects.filter(id=view.message_id).delete()
+        audit_record(
+            account=account,
+            action="message.deleted",
+            ip=ip,
+            message_id=str(view.message_id),
+            deliveries=len(ids),
+            content_deleted=not shared,
+        )

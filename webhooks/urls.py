@@ -17,4 +17,12 @@ urlpatterns = [
     # Beside openapi.json: a document, not an operation of the API.
     path("schemas/payload/v<int:version>.json", views.payload_schema_view, name="payload-schema"),
     path("attachments/<str:token>", views.AttachmentView.as_view(), name="attachment"),
+    path("messages", views.MessagesView.as_view(), name="messages"),
+    path("messages/<uuid:id>", views.MessageView.as_view(), name="message"),
+    path("messages/<uuid:id>/raw", views.MessageRawView.as_view(), name="message-raw"),
+    path(
+        "messages/<uuid:id>/redeliver",
+        views.RedeliverMessageView.as_view(),
+        name="message-redeliver",
+    ),
 ]

@@ -13,6 +13,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import status
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -22,15 +23,23 @@ from conduit.errors import Forbidden, Gone, NotFound, ServiceUnavailable, error_
 from conduit.net import client_ip
 from conduit.pagination import PAGE_PARAMETERS_NOTE, paginate
 from conduit.schema import PAGE_PARAMETERS, error, errors, no_content
-from webhooks import attachments, rawstore, selectors, services
+from webhooks import attachments, delivery, rawstore, selectors, services
+from webhooks.models import AccountMessage, DeliveryLog, InboundMessage
 from webhooks.payload import SCHEMA_VERSIONS, payload_schema
 from webhooks.serializers import (
+    RESPONSE_EXCERPT,
     CreateWebhookRequestSerializer,
     DeliveryLogResponseSerializer,
+    MessageListQuerySerializer,
+    MessageResponseSerializer,
+    MessageSummaryResponseSerializer,
+    RedeliverMessageRequestSerializer,
+    RedeliverMessageResponseSerializer,
     SimulateWebhookRequestSerializer,
     SimulateWebhookResponseSerializer,
     UpdateWebhookRequestSerializer,
     WebhookResponseSerializer,
+    delivery_state,
     simulate_request_values,
 )
 
@@ -398,3 +407,283 @@ class AttachmentView(APIView):
         response["Content-Security-Policy"] = "sandbox"
         response["Cache-Control"] = f"private, max-age={attachments.seconds_left(found.expires_at)}"
         return response
+
+
+# --- Messages ------------------------------------------------------------------------
+
+_MESSAGE_TAGS = ["Messages"]
+MESSAGE_ID = OpenApiParameter(
+    "id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="Inbound message ID"
+)
+_PURGED = error(410, "The original was purged after its retention period (`message_purged`)")
+
+
+def _query_filters(request: Request) -> selectors.MessageFilters:
+    query = MessageListQuerySerializer(data=request.query_params)
+    query.is_valid(raise_exception=True)
+    values = dict(query.validated_data)
+    webhook_id = values.pop("webhook_id", None)
+    webhook = None
+    if webhook_id is not None:
+        webhook = selectors.get_webhook_for_account(account=request.user, webhook_id=webhook_id)
+    return selectors.MessageFilters(webhook=webhook, **values)
+
+
+class MessagesView(APIView):
+    @extend_schema(
+        operation_id="listMessages",
+        parameters=[MessageListQuerySerializer, *PAGE_PARAMETERS],
+        tags=_MESSAGE_TAGS,
+        summary="List inbound messages",
+        description="The messages the account's webhooks received, newest first, each with "
+        "its deliveries to the account's webhooks (a message sent to several accounts' "
+        "addresses is listed by each, with only its own deliveries). The filters combine; "
+        "`since` is inclusive, `until` exclusive. "
+        + PAGE_PARAMETERS_NOTE
+        + f" Unfiltered, `X-Total-Count` is exact; with a filter it counts at most "
+        f"{selectors.MESSAGE_COUNT_CAP:,} matches ({selectors.MESSAGE_COUNT_CAP} means "
+        "at least that many).",
+        responses={
+            200: OpenApiResponse(
+                MessageSummaryResponseSerializer(many=True), description="List of messages"
+            ),
+            401: error(401),
+            404: error(404, "Webhook not found (the webhook_id filter)"),
+            422: error(422),
+        },
+    )
+    def get(self, request: Request) -> Response:
+        filters = _query_filters(request)
+        total = selectors.message_list_total(account=request.user, filters=filters)
+        views = selectors.message_list(account=request.user, filters=filters)
+        page = paginate(request, views, total=total)
+        return Response(
+            MessageSummaryResponseSerializer(page.items, many=True).data, headers=page.headers
+        )
+
+
+def _attempt(log: DeliveryLog) -> dict:
+    return {
+        "id": log.id,
+        "attempt": log.attempt,
+        "attempted_at": log.attempted_at,
+        "duration_ms": log.duration_ms,
+        "http_status": log.http_status,
+        "error": log.error,
+        "response_excerpt": log.response_body[:RESPONSE_EXCERPT],
+    }
+
+
+_STORE_DOWN = error(503, "The store holding the original did not answer (`raw_store_unavailable`)")
+
+
+def _original(message: InboundMessage) -> bytes | None:
+    """The original's bytes (rawstore.raw_bytes, the one reader), None once purged;
+    503 while the object store holding it does not answer."""
+    try:
+        return rawstore.raw_bytes(message)
+    except rawstore.RawMessageGone:
+        return None
+    except rawstore.RawStoreUnavailable:
+        raise ServiceUnavailable(
+            "The store holding this message did not answer; try again in a minute.",
+            code="raw_store_unavailable",
+        ) from None
+
+
+def _message_detail(view: AccountMessage) -> dict:
+    """The message as the account sees it, with what each of its webhooks received."""
+    message = view.message
+    raw = _original(message)
+    items, headers, rcpt_to = [], None, []
+    for item in selectors.message_deliveries(view=view):
+        received = None
+        if raw is not None:
+            payload = delivery.message_payload(
+                message=message, rcpt_to=item.rcpt_to, simulated=False, webhook=item.webhook
+            )
+            received = delivery.received_body(webhook=item.webhook, payload=payload)
+            headers = headers or {name: payload[name] for name in _HEADER_FIELDS}
+        rcpt_to.extend(item.rcpt_to)
+        items.append(
+            {
+                "id": item.id,
+                "webhook_id": item.webhook_id,
+                "webhook_address": item.webhook.address,
+                "webhook_message_id": item.webhook_message_id,
+                "rcpt_to": item.rcpt_to,
+                "status": item.status,
+                "attempts": item.attempts,
+                "next_attempt_at": item.next_attempt_at,
+                "delivered_at": item.delivered_at,
+                "last_error": item.last_error,
+                "payload": received.payload if received else None,
+                "content_type": received.content_type if received else None,
+                "body": received.body if received else None,
+                "template_error": received.template_error if received else None,
+                "logs": [_attempt(log) for log in item.attempt_logs],
+            }
+        )
+    if headers is None and raw is not None:  # no delivery left: the headers alone
+        payload = delivery.message_payload(message=message, rcpt_to=[], simulated=False)
+        headers = {name: payload[name] for name in _HEADER_FIELDS}
+    return {
+        "id": message.id,
+        "received_at": message.received_at,
+        "mail_from": message.mail_from,
+        "rcpt_to": rcpt_to,
+        "client_ip": message.client_ip,
+        "helo": message.helo,
+        "subject": message.subject,
+        "message_id": message.message_id_header,
+        "size": message.size,
+        "raw_available": raw is not None,
+        "raw_purged_at": message.raw_purged_at,
+        "authentication": {
+            "spf": message.spf_result or None,
+            "dkim": list(message.dkim_domains or []),
+            "smtp_auth_user": message.smtp_auth_user or None,
+        },
+        "headers": headers,
+        "deliveries": items,
+    }
+
+
+_HEADER_FIELDS = (
+    "from",
+    "to",
+    "cc",
+    "reply_to",
+    "subject",
+    "date",
+    "message_id",
+    "in_reply_to",
+    "references",
+)
+
+
+class MessageView(APIView):
+    @extend_schema(
+        operation_id="getMessage",
+        parameters=[MESSAGE_ID],
+        tags=_MESSAGE_TAGS,
+        summary="Get an inbound message",
+        description="The envelope, the main headers, and for each of the account's webhooks "
+        "the payload exactly as it received it (with a payload template: the body it renders "
+        "to with the webhook's current template), the delivery's state, attempt count, next "
+        "attempt time and every attempt (status, duration, error, the start of the answer). "
+        "After the retention period the original is purged: `payload`, `body` and `headers` "
+        "are then null, the rest stays.",
+        responses={
+            200: OpenApiResponse(MessageResponseSerializer, description="The message"),
+            **errors(401, 404),
+            503: _STORE_DOWN,
+        },
+    )
+    def get(self, request: Request, id: uuid.UUID) -> Response:
+        view = selectors.get_message_for_account(account=request.user, message_id=id)
+        return Response(MessageResponseSerializer(_message_detail(view)).data)
+
+    @extend_schema(
+        operation_id="deleteMessage",
+        parameters=[MESSAGE_ID],
+        tags=_MESSAGE_TAGS,
+        summary="Delete an inbound message",
+        description="Deletes the message from the account: its deliveries to the account's "
+        "webhooks, their attempts (delivery logs) and, unless another account also received "
+        "it, the message and its original. Audited (`message.deleted`).",
+        responses={204: no_content("Message deleted"), **errors(401, 404), 503: _STORE_DOWN},
+    )
+    def delete(self, request: Request, id: uuid.UUID) -> Response:
+        view = selectors.get_message_for_account(account=request.user, message_id=id)
+        services.message_delete(view=view, ip=client_ip(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class RawMessageRenderer(BaseRenderer):
+    """Lets a client ask for ``Accept: message/rfc822``; the bytes themselves
+    leave as a plain HttpResponse, so this only ever renders an error (as JSON)."""
+
+    media_type = "message/rfc822"
+    format = "eml"
+
+    def render(self, data: object, accepted_media_type=None, renderer_context=None) -> bytes:
+        return JSONRenderer().render(data)
+
+
+class MessageRawView(APIView):
+    renderer_classes = [JSONRenderer, RawMessageRenderer]
+
+    def finalize_response(self, request: Request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if isinstance(response, Response):  # an error: always JSON, whatever was accepted
+            response.accepted_renderer = JSONRenderer()
+            response.accepted_media_type = JSONRenderer.media_type
+        return response
+
+    @extend_schema(
+        operation_id="downloadMessageRaw",
+        parameters=[MESSAGE_ID],
+        tags=_MESSAGE_TAGS,
+        summary="Download the original of an inbound message",
+        description="The message exactly as it was received over SMTP, as `message/rfc822` "
+        "(an .eml file), while it is retained. After the retention period: 410 "
+        "`message_purged`, saying when it was purged.",
+        responses={
+            (200, "message/rfc822"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="The original message"
+            ),
+            **errors(401, 404),
+            410: _PURGED,
+            503: _STORE_DOWN,
+        },
+    )
+    def get(self, request: Request, id: uuid.UUID) -> HttpResponse:
+        view = selectors.get_message_for_account(account=request.user, message_id=id)
+        raw = _original(view.message)
+        if raw is None:
+            raise services.message_purged(view.message)
+        response = HttpResponse(raw, content_type="message/rfc822")
+        response["Content-Disposition"] = f'attachment; filename="{view.message_id}.eml"'
+        return response
+
+
+class RedeliverMessageView(APIView):
+    @extend_schema(
+        operation_id="redeliverMessage",
+        parameters=[MESSAGE_ID],
+        tags=_MESSAGE_TAGS,
+        summary="Deliver an inbound message again",
+        description="Queues the message again to all the account's webhooks it went to, or "
+        "to the one `webhook_id` names, whatever the deliveries' state: each is sent with "
+        "the same `webhook-id` (receivers can drop what they already have) and its attempts "
+        "count from zero again (a full retry schedule). A delivery being sent at this moment "
+        "is made due again, and that attempt's outcome decides whether it goes once more. "
+        "Audited (`message.redelivered`).",
+        request=RedeliverMessageRequestSerializer,
+        responses={
+            202: OpenApiResponse(
+                RedeliverMessageResponseSerializer, description="Deliveries queued"
+            ),
+            401: error(401),
+            404: error(404, "Message not found, or not delivered to that webhook"),
+            409: error(409, "No delivery left: its webhooks were deleted (`no_deliveries`)"),
+            410: _PURGED,
+            422: error(422),
+        },
+    )
+    def post(self, request: Request, id: uuid.UUID) -> Response:
+        view = selectors.get_message_for_account(account=request.user, message_id=id)
+        body = RedeliverMessageRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        webhook_id = body.validated_data.get("webhook_id")
+        webhook = None
+        if webhook_id is not None:
+            webhook = selectors.get_webhook_for_account(account=request.user, webhook_id=webhook_id)
+        queued = services.message_redeliver(view=view, webhook=webhook, ip=client_ip(request))
+        return Response(
+            RedeliverMessageResponseSerializer(
+                {"deliveries": [delivery_state(d) for d in queued]}
+            ).data,
+            status=status.HTTP_202_ACCEPTED,
+        )

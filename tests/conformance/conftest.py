@@ -23,7 +23,7 @@ from accounts.models import Account, AuditLogEntry, PasswordResetToken
 from accounts.tokens import RESET_PREFIX, new_token
 from domains.models import Domain
 from policies import services as policy_services
-from tests.delivery_fixtures import make_webhook
+from tests.delivery_fixtures import RAW, make_webhook
 from tests.factories import PASSWORD, AccountFactory
 from webhooks import accept as webhook_accept
 from webhooks import attachments
@@ -96,6 +96,7 @@ class World:
     refresh_token: str
     target_url: str
     attachment_token: str
+    message_id: str
 
     @property
     def headers(self) -> dict[str, str]:
@@ -110,6 +111,8 @@ class World:
         if path.startswith("/api/v1/accounts/me/api-tokens/"):
             # Never the token the requests are signed with.
             return {"id": self.spare_token_id}
+        if path.startswith("/api/v1/messages/"):
+            return {"id": self.message_id}
         if path.startswith("/api/v1/webhooks/"):
             ids = {"id": str(self.webhook.id)}
             if "{logId}" in path:
@@ -217,6 +220,20 @@ def world(transactional_db, conformance_settings, httpserver) -> World:
         smtp_message_id="<abc@example.net>",
     )
     Webhook.objects.filter(id=webhook.id).update(log_count=1)
+    [message] = webhook_accept.messages_accept(
+        [
+            webhook_accept.NewMessage(
+                raw=RAW,
+                mail_from="sender@example.net",
+                recipients={webhook.id: [webhook.address]},
+                client_ip="192.0.2.10",
+                helo="mail.example.net",
+                message_id_header="<abc123@example.net>",
+                subject="Hello there",
+            )
+        ],
+        enqueue=False,
+    )
     AuditLogEntry.objects.create(account=account, action="test.seeded", metadata={"a": 1})
     session = account_services.session_issue(account=account, ip="127.0.0.1", user_agent="tests")
     # A message with an attachment, and the link a delivery would carry to it.
@@ -243,4 +260,5 @@ def world(transactional_db, conformance_settings, httpserver) -> World:
         refresh_token=session.refresh_token,
         target_url=httpserver.url_for("/hook"),
         attachment_token=link.rsplit("/", 1)[1],
+        message_id=str(message.message_id),
     )
