@@ -398,4 +398,69 @@ def test_it_pauses_and_resumes_webhooks_audited(operator_client, webhook):
     assert webhook.paused_at is None
     entries = AuditLogEntry.objects.filter(action__in=["webhook.paused", "webhook.resumed"])
     assert sorted(e.action for e in entries) == ["webhook.paused", "webhook.resumed"]
+
+
+def test_a_messages_page_downloads_its_original(operator_client, webhook):
+    accept(webhook, raw=RAW)
+    message = InboundMessage.objects.get()
+    page = operator_client.get(f"/admin/webhooks/inboundmessage/{message.id}/change/")
+    raw_url = f"/admin/webhooks/inboundmessage/{message.id}/raw/"
+    assert raw_url in page.content.decode()
+
+    response = operator_client.get(raw_url)
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "message/rfc822"
+    assert response.content == RAW
+    assert Client().get(raw_url).status_code == 302  # to the login page
+
+
+def test_a_purged_messages_page_says_when_instead_of_offering_it(operator_client, webhook):
+    accept(webhook, raw=RAW)
+    InboundMessage.objects.update(raw=None, raw_purged_at=timezone.now())
+    message = InboundMessage.objects.get()
+    page = operator_client.get(f"/admin/webhooks/inboundmessage/{message.id}/change/")
+    assert "Original purged at" in page.content.decode()
+    assert "Redeliver (same webhook-id)" not in page.content.decode()
+
+    response = operator_client.get(f"/admin/webhooks/inboundmessage/{message.id}/raw/", follow=True)
+
+    assert next(str(m) for m in response.context["messages"]).startswith(
+        "The original of this message was purged at "
+    )
+
+
+def test_it_redelivers_a_message_to_every_webhook_audited_per_account(
+    operator_client, two_webhooks, monkeypatch, django_capture_on_commit_callbacks
+):
+    from webhooks import accept as webhook_accept
+    from webhooks import delivery
+
+    queued = []
+    monkeypatch.setattr(delivery, "enqueue", lambda **kw: queued.append(kw["delivery_id"]))
+    alices, bobs = two_webhooks
+    stored = webhook_accept.message_accept(
+        raw=RAW,
+        mail_from="sender@example.net",
+        recipients={alices.id: [alices.address], bobs.id: [bobs.address]},
+        client_ip="192.0.2.10",
+        helo="mail.example.net",
+        message_id_header="<abc123@example.net>",
+    )
+    Delivery.objects.update(status=Delivery.Status.FAILED, attempts=10, next_attempt_at=None)
+    page = operator_client.get(f"/admin/webhooks/inboundmessage/{stored.message_id}/change/")
+    assert "Redeliver (same webhook-id)" in page.content.decode()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        r = operator_client.post(
+            "/admin/webhooks/inboundmessage/",
+            {"action": "redeliver", "_selected_action": [str(stored.message_id)]},
+            follow=True,
+        )
+
+    assert [str(m) for m in r.context["messages"]] == ["2 deliveries queued again."]
+    assert sorted(queued) == sorted(stored.delivery_ids)
+    assert set(Delivery.objects.values_list("status", "attempts")) == {("pending", 0)}
+    entries = AuditLogEntry.objects.filter(action="message.redelivered")
+    assert {e.account_id for e in entries} == {alices.account_id, bobs.account_id}
     assert {e.metadata["operator"] for e in entries} == {"ops@conduit.email"}

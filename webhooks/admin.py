@@ -4,15 +4,18 @@ import uuid
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.db import models, transaction
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from conduit.admin import ReadOnlyAdminMixin
 from conduit.net import client_ip
-from webhooks import delivery, retention, services
+from webhooks import delivery, rawstore, retention, services
 from webhooks.models import Delivery, DeliveryLog, InboundMessage, Webhook
 
 SEARCH_HELP = "Message-ID, sender or recipient address"
@@ -257,6 +260,7 @@ class InboundMessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "received_at",
         "mail_from",
+        "short_subject",
         "recipients",
         "short_message_id",
         "client_ip",
@@ -268,12 +272,66 @@ class InboundMessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "deliveries__status",
         "spf_result",
     ]
-    search_fields = ["message_id_header", "mail_from", "rcpt_to", "client_ip"]
-    search_help_text = SEARCH_HELP
+    search_fields = ["message_id_header", "mail_from", "rcpt_to", "client_ip", "subject"]
+    search_help_text = SEARCH_HELP + ", or subject"
     ordering = ["-received_at"]
     show_full_result_count = False
     exclude = ["raw"]
     inlines = [DeliveryInline]
+    actions = ["redeliver"]
+
+    def get_urls(self) -> list[URLPattern]:
+        raw = path(
+            "<path:object_id>/raw/",
+            self.admin_site.admin_view(self.download_raw),
+            name="webhooks_inboundmessage_raw",
+        )
+        return [raw, *super().get_urls()]
+
+    def download_raw(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The original as received (message/rfc822), read as the API reads it."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        message = get_object_or_404(InboundMessage, id=object_id)
+        try:
+            raw: bytes | None = rawstore.raw_bytes(message)
+        except rawstore.RawMessageGone:
+            raw = None
+        except rawstore.RawStoreUnavailable as exc:
+            self.message_user(request, f"The raw store did not answer: {exc}", messages.ERROR)
+            change = reverse("admin:webhooks_inboundmessage_change", args=[message.id])
+            return HttpResponseRedirect(change)
+        if raw is None:
+            self.message_user(request, services.message_purged(message).message, messages.WARNING)
+            change = reverse("admin:webhooks_inboundmessage_change", args=[message.id])
+            return HttpResponseRedirect(change)
+        response = HttpResponse(raw, content_type="message/rfc822")
+        response["Content-Disposition"] = f'attachment; filename="{message.id}.eml"'
+        return response
+
+    @admin.action(
+        description="Redeliver to every webhook (same webhook-id)", permissions=["operate"]
+    )
+    def redeliver(self, request: HttpRequest, queryset: QuerySet[InboundMessage]) -> None:
+        queued, purged = 0, 0
+        for message in queryset.defer("raw"):
+            if message.raw_purged_at is not None:
+                purged += 1
+                continue
+            queued += services.message_redeliver_all(
+                message=message, ip=client_ip(request), operator=request.user.get_username()
+            )
+        self.message_user(request, f"{queued} deliveries queued again.", messages.SUCCESS)
+        if purged:
+            self.message_user(
+                request,
+                f"Skipped {purged} message(s) whose original was purged: nothing left to send.",
+                messages.WARNING,
+            )
+
+    @admin.display(description="subject", ordering="subject")
+    def short_subject(self, obj: InboundMessage) -> str:
+        return _short(obj.subject, 50)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[InboundMessage]:
         return super().get_queryset(request).defer("raw")
@@ -302,9 +360,12 @@ class InboundMessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 .defer("response_body")
                 .order_by("attempted_at", "id")
             )
-        return super().change_view(
-            request, object_id, form_url, {"attempts": attempts, **(extra_context or {})}
-        )
+        context = {
+            "attempts": attempts,
+            "can_redeliver": self.has_operate_permission(request),
+            **(extra_context or {}),
+        }
+        return super().change_view(request, object_id, form_url, context)
 
 
 @admin.register(DeliveryLog)
