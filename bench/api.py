@@ -5,8 +5,10 @@
 gunicorn runs as in the Procfile (sync workers, WEB_CONCURRENCY=3, access log
 on). Measured in interleaved rounds: `GET /api/v1/ping` (no auth, no database:
 the framework's floor, the reference), listWebhooks (an account with 12
-webhooks) and listDeliveryLogs page 1 of a webhook with 100,000 logs and of one
-with 100 logs. Every response is checked (status, X-Total-Count, page length).
+webhooks), listDeliveryLogs page 1 of a webhook with 100,000 logs and of one
+with 100 logs, and listMessages page 1 of an account with 1,000,000 messages
+and of one with 100. Every response is checked (status, X-Total-Count, page
+length).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -30,6 +33,8 @@ CLIENTS = 8
 WORKERS = 3  # the Procfile's WEB_CONCURRENCY default
 BIG_LOGS = 100_000
 SMALL_LOGS = 100
+BIG_MESSAGES = 1_000_000
+SMALL_MESSAGES = 100
 OTHER_WEBHOOKS = 10
 TARGET_P99_MS = 50
 
@@ -128,17 +133,92 @@ def insert_logs(webhook_id: uuid.UUID, count: int) -> None:
     Webhook.objects.filter(id=webhook_id).update(log_count=count)
 
 
-def page_one_sql_ms(webhooks: dict, repeats: int) -> dict[str, float]:
-    """Median execution time of the page-1 query (EXPLAIN ANALYZE), per webhook, interleaved."""
+def copy_rows(model: type, rows: Iterator[dict]) -> None:
+    """COPY rows into ``model``'s table: every column from _meta, those a row
+    leaves out at the field's default (as the ORM would write it)."""
     from django.db import connection
 
-    from webhooks import selectors
+    fields = model._meta.concrete_fields
+    defaults = {f.column: f.get_db_prep_save(f.get_default(), connection) for f in fields}
+    columns = [f.column for f in fields]
+    table = connection.ops.quote_name(model._meta.db_table)
+    names = ", ".join(connection.ops.quote_name(c) for c in columns)
+    with connection.cursor() as cursor:
+        with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row([row[c] if c in row else defaults[c] for c in columns])
+        cursor.execute(f"ANALYZE {table}")
 
-    times: dict[str, list[float]] = {name: [] for name in webhooks}
+
+def insert_messages(account_id: uuid.UUID, webhook_id: uuid.UUID, count: int) -> None:
+    """``count`` delivered messages to the webhook, one a few seconds apart,
+    each with its delivery and the account's view of it; and the account's count."""
+    from accounts.models import Account
+    from webhooks.models import AccountMessage, Delivery, InboundMessage
+
+    now = datetime.now(UTC)
+    ids = [uuid.uuid4() for _ in range(count)]
+    times = [now - timedelta(seconds=i * 3) for i in range(count)]
+    raw = b"From: sender@bench.example\r\nSubject: Bench\r\n\r\nHello.\r\n"
+
+    copy_rows(
+        InboundMessage,
+        (
+            {
+                "id": ids[i],
+                "received_at": times[i],
+                "mail_from": "sender@bench.example",
+                "rcpt_to": json.dumps(["inbox@bench.example"]),
+                "raw": raw,
+                "size": len(raw),
+                "message_id_header": f"<{i}@bench.example>",
+                "subject": f"Bench message {i}",
+                "dkim_domains": "[]",
+            }
+            for i in range(count)
+        ),
+    )
+    copy_rows(
+        Delivery,
+        (
+            {
+                "id": uuid.uuid4(),
+                "message_id": ids[i],
+                "webhook_id": webhook_id,
+                "rcpt_to": json.dumps(["inbox@bench.example"]),
+                "status": "delivered" if i % 10 else "failed",
+                "attempts": 1,
+                "delivered_at": times[i],
+                "created_at": times[i],
+                "updated_at": times[i],
+            }
+            for i in range(count)
+        ),
+    )
+    copy_rows(
+        AccountMessage,
+        (
+            {
+                "id": uuid.uuid4(),
+                "account_id": account_id,
+                "message_id": ids[i],
+                "received_at": times[i],
+            }
+            for i in range(count)
+        ),
+    )
+    Account.objects.filter(id=account_id).update(message_count=count)
+
+
+def page_one_sql_ms(querysets: dict, repeats: int) -> dict[str, float]:
+    """Median execution time of each page-1 query (EXPLAIN ANALYZE), interleaved."""
+    from django.db import connection
+
+    times: dict[str, list[float]] = {name: [] for name in querysets}
     with connection.cursor() as cursor:
         for _ in range(repeats):
-            for name, webhook in webhooks.items():
-                query = selectors.delivery_log_list(webhook=webhook)[:50].query
+            for name, queryset in querysets.items():
+                query = queryset[:50].query
                 sql, params = query.sql_with_params()
                 cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)
                 plan = cursor.fetchone()[0]
@@ -152,6 +232,7 @@ def main() -> None:
     bench = harness.Bench("api", tiny=args.tiny, out=args.out, keep_logs=args.keep_logs)
     rounds, seconds = (1, 0.6) if args.tiny else (3, 5.0)
     big_logs = 10_000 if args.tiny else BIG_LOGS
+    big_messages = 10_000 if args.tiny else BIG_MESSAGES
 
     harness.prepare_database(bench)
     harness.claim_redis(bench)
@@ -186,9 +267,46 @@ def main() -> None:
     insert_logs(small.id, SMALL_LOGS)
     print(f"Inserted {big_logs + SMALL_LOGS:,} logs in {time.monotonic() - started:.1f} s")
     plan = selectors.delivery_log_list(webhook=big)[:50].explain()
-    sql_ms = page_one_sql_ms({"big": big, "small": small}, repeats=20 if args.tiny else 200)
+    sql_ms = page_one_sql_ms(
+        {
+            "big": selectors.delivery_log_list(webhook=big),
+            "small": selectors.delivery_log_list(webhook=small),
+        },
+        repeats=20 if args.tiny else 200,
+    )
     token = api_token_create(
         account=account, name="bench", expires_in=None, allowed_ips=[], ip=None
+    ).token
+
+    # listMessages: an account with many messages (the one above) and one with few.
+    few = Account.objects.create_user(email="few@bench.example", password=None)
+    few_domain = Domain.objects.create(account=few, name="few.bench.example", verified=True)
+    few_hook = Webhook.objects.create(
+        account=few,
+        domain=few_domain,
+        address="inbox@few.bench.example",
+        target_url="https://hooks.bench.example/inbound",
+        secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    )
+    started = time.monotonic()
+    insert_messages(account.id, big.id, big_messages)
+    insert_messages(few.id, few_hook.id, SMALL_MESSAGES)
+    print(
+        f"Inserted {big_messages + SMALL_MESSAGES:,} messages in {time.monotonic() - started:.1f} s"
+    )
+    account.refresh_from_db()
+    few.refresh_from_db()
+    unfiltered = selectors.MessageFilters()
+    message_plan = selectors.message_list(account=account, filters=unfiltered)[:50].explain()
+    message_sql_ms = page_one_sql_ms(
+        {
+            "big": selectors.message_list(account=account, filters=unfiltered),
+            "small": selectors.message_list(account=few, filters=unfiltered),
+        },
+        repeats=20 if args.tiny else 200,
+    )
+    few_token = api_token_create(
+        account=few, name="bench", expires_in=None, allowed_ips=[], ip=None
     ).token
 
     endpoints = [
@@ -205,6 +323,18 @@ def main() -> None:
             f"/api/v1/webhooks/{small.id}/logs",
             token,
             {"items": 50, "total": SMALL_LOGS},
+        ),
+        (
+            f"listMessages, {big_messages:,} messages",
+            "/api/v1/messages",
+            token,
+            {"items": 50, "total": big_messages},
+        ),
+        (
+            f"listMessages, {SMALL_MESSAGES} messages",
+            "/api/v1/messages",
+            few_token,
+            {"items": 50, "total": SMALL_MESSAGES},
         ),
     ]
 
@@ -304,23 +434,50 @@ def main() -> None:
             "postgres", 0
         )
 
-    no_slower = server_cpu(big_r) <= server_cpu(small_r) * 1.15 and sql_ms["big"] <= max(
-        2 * sql_ms["small"], sql_ms["small"] + 0.5
-    )
-    print()
-    print(
-        harness.table(
-            ["page 1 of listDeliveryLogs", f"{big_logs:,} logs", f"{SMALL_LOGS} logs"],
-            [
-                ["HTTP p50 ms", big_r["latency_ms"]["p50"], small_r["latency_ms"]["p50"]],
-                ["req/s", big_r["req_per_s"], small_r["req_per_s"]],
-                ["server CPU ms/request", server_cpu(big_r), server_cpu(small_r)],
-                ["SQL execution ms (median)", f"{sql_ms['big']:.3f}", f"{sql_ms['small']:.3f}"],
-            ],
+    def no_slower_with_many(big_r: dict, small_r: dict, sql_ms: dict) -> bool:
+        return server_cpu(big_r) <= server_cpu(small_r) * 1.15 and sql_ms["big"] <= max(
+            2 * sql_ms["small"], sql_ms["small"] + 0.5
         )
-    )
-    print(f"No slower with {big_logs:,} logs: {harness.verdict(no_slower)}")
+
+    def compare(title: str, big_name: str, small_name: str, big_r, small_r, sql_ms) -> None:
+        print()
+        print(
+            harness.table(
+                [f"page 1 of {title}", big_name, small_name],
+                [
+                    ["HTTP p50 ms", big_r["latency_ms"]["p50"], small_r["latency_ms"]["p50"]],
+                    ["HTTP p99 ms", big_r["latency_ms"]["p99"], small_r["latency_ms"]["p99"]],
+                    ["req/s", big_r["req_per_s"], small_r["req_per_s"]],
+                    ["server CPU ms/request", server_cpu(big_r), server_cpu(small_r)],
+                    [
+                        "SQL execution ms (median)",
+                        f"{sql_ms['big']:.3f}",
+                        f"{sql_ms['small']:.3f}",
+                    ],
+                ],
+            )
+        )
+        verdict = harness.verdict(no_slower_with_many(big_r, small_r, sql_ms))
+        print(f"No slower with {big_name}: {verdict}")
+
+    no_slower = no_slower_with_many(big_r, small_r, sql_ms)
+    compare("listDeliveryLogs", f"{big_logs:,} logs", f"{SMALL_LOGS} logs", big_r, small_r, sql_ms)
     print("Page 1 plan:", " / ".join(line.strip() for line in plan.splitlines()[:2]))
+    big_m = by_name[f"listMessages, {big_messages:,} messages"]
+    small_m = by_name[f"listMessages, {SMALL_MESSAGES} messages"]
+    messages_no_slower = no_slower_with_many(big_m, small_m, message_sql_ms)
+    compare(
+        "listMessages",
+        f"{big_messages:,} messages",
+        f"{SMALL_MESSAGES} messages",
+        big_m,
+        small_m,
+        message_sql_ms,
+    )
+    print(
+        "Page 1 plan (messages):",
+        " / ".join(line.strip() for line in message_plan.splitlines()[:3]),
+    )
 
     path = harness.write_results(
         bench,
@@ -333,6 +490,9 @@ def main() -> None:
             "page1_no_slower_with_many_logs": no_slower,
             "page1_sql_ms": sql_ms,
             "page1_plan": plan,
+            "messages_page1_no_slower_with_many_messages": messages_no_slower,
+            "messages_page1_sql_ms": message_sql_ms,
+            "messages_page1_plan": message_plan,
             "memory": memory,
             "targets": {"p99_ms": TARGET_P99_MS},
         },

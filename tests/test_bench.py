@@ -93,10 +93,14 @@ def test_it_measures_the_api_under_gunicorn(tmp_path: Path) -> None:
     assert names[0] == "ping (reference)"
     assert any(name.startswith("listWebhooks") for name in names)
     assert sum(name.startswith("listDeliveryLogs") for name in names) == 2
+    assert sum(name.startswith("listMessages") for name in names) == 2
     for row in result["endpoints"]:
         assert row["requests"] > 0
         assert row["latency_ms"]["p99"] > 0
     assert "Index" in result["page1_plan"]
+    # Page 1 of an account's messages is read from its index, not sorted from a scan.
+    assert "account_message_page_idx" in result["messages_page1_plan"]
+    assert set(result["messages_page1_sql_ms"]) == {"big", "small"}
 
 
 def test_it_measures_the_payload_build(tmp_path: Path) -> None:

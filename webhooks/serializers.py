@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from conduit import strict
 from webhooks import retention, validation
-from webhooks.models import AccountMessage, Delivery, DeliveryLog, Webhook
+from webhooks.models import Delivery, DeliveryLog, Webhook
 from webhooks.signing import mask_secret
 from webhooks.templating import TemplateSyntaxProblem, validate_template
 
@@ -356,13 +356,16 @@ class MessageDeliveryStateSerializer(serializers.Serializer):
     next_attempt_at = serializers.DateTimeField(allow_null=True, read_only=True)
 
 
-def delivery_state(delivery: Delivery) -> dict:
+def delivery_state(delivery: Delivery | dict) -> dict:
+    """A delivery's state as listed: from the model, or from the values of
+    selectors.DELIVERY_STATE."""
+    row = delivery if isinstance(delivery, dict) else vars(delivery)
     return {
-        "id": str(delivery.id),
-        "webhook_id": str(delivery.webhook_id),
-        "status": delivery.status,
-        "attempts": delivery.attempts,
-        "next_attempt_at": _iso8601_or_none(delivery.next_attempt_at),
+        "id": str(row["id"]),
+        "webhook_id": str(row["webhook_id"]),
+        "status": row["status"],
+        "attempts": row["attempts"],
+        "next_attempt_at": _iso8601_or_none(row["next_attempt_at"]),
     }
 
 
@@ -386,20 +389,21 @@ class MessageSummaryResponseSerializer(serializers.Serializer):
     raw_purged_at = serializers.DateTimeField(allow_null=True, read_only=True)
     deliveries = MessageDeliveryStateSerializer(many=True, read_only=True)
 
-    def to_representation(self, instance: AccountMessage) -> dict:
-        # By hand, like the delivery logs: 50 rows a page on a hot endpoint.
-        message = instance.message
-        deliveries = message.own_deliveries
+    def to_representation(self, instance: tuple[dict, list[dict]]) -> dict:
+        # By hand, like the delivery logs: 50 rows a page on a hot endpoint. The
+        # instance is a row of selectors.MESSAGE_ROW and its deliveries.
+        row, deliveries = instance
+        purged_at = row["message__raw_purged_at"]
         return {
-            "id": str(message.id),
-            "received_at": _iso8601(message.received_at),
-            "mail_from": message.mail_from,
-            "rcpt_to": [rcpt for d in deliveries for rcpt in d.rcpt_to],
-            "subject": message.subject,
-            "message_id": message.message_id_header,
-            "size": message.size,
-            "raw_available": message.raw_purged_at is None,
-            "raw_purged_at": _iso8601_or_none(message.raw_purged_at),
+            "id": str(row["message_id"]),
+            "received_at": _iso8601(row["received_at"]),
+            "mail_from": row["message__mail_from"],
+            "rcpt_to": [rcpt for d in deliveries for rcpt in d["rcpt_to"]],
+            "subject": row["message__subject"],
+            "message_id": row["message__message_id_header"],
+            "size": row["message__size"],
+            "raw_available": purged_at is None,
+            "raw_purged_at": _iso8601_or_none(purged_at),
             "deliveries": [delivery_state(d) for d in deliveries],
         }
 

@@ -455,10 +455,14 @@ class MessagesView(APIView):
     def get(self, request: Request) -> Response:
         filters = _query_filters(request)
         total = selectors.message_list_total(account=request.user, filters=filters)
-        views = selectors.message_list(account=request.user, filters=filters)
-        page = paginate(request, views, total=total)
+        rows = selectors.message_list(account=request.user, filters=filters)
+        page = paginate(request, rows, total=total)
+        deliveries = selectors.deliveries_of_messages(
+            account=request.user, message_ids=[row["message_id"] for row in page.items]
+        )
+        listed = [(row, deliveries.get(row["message_id"], [])) for row in page.items]
         return Response(
-            MessageSummaryResponseSerializer(page.items, many=True).data, headers=page.headers
+            MessageSummaryResponseSerializer(listed, many=True).data, headers=page.headers
         )
 
 
