@@ -305,10 +305,10 @@ class MessageListQuerySerializer(serializers.Serializer):
         required=False,
         help_text="Only messages with a delivery (to the account's webhooks) in this state.",
     )
-    sender = serializers.CharField(
+    sender = strict.CharField(
         max_length=320, required=False, help_text="The envelope sender (MAIL FROM), any case."
     )
-    recipient = serializers.CharField(
+    recipient = strict.CharField(
         max_length=320,
         required=False,
         help_text="An envelope recipient (RCPT TO) of the account's, any case.",
@@ -319,10 +319,10 @@ class MessageListQuerySerializer(serializers.Serializer):
     until = serializers.DateTimeField(
         required=False, help_text="Received before this time (ISO 8601)."
     )
-    message_id = serializers.CharField(
+    message_id = strict.CharField(
         max_length=998, required=False, help_text="The Message-ID header, with or without <>."
     )
-    q = serializers.CharField(
+    q = strict.CharField(
         max_length=200,
         required=False,
         help_text="Words to find in the subject or the sender (a substring, any case).",

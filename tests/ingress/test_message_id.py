@@ -130,4 +130,5 @@ def test_the_ingress_stores_the_message_id_the_payload_reports(ingress, alice, a
 
     stored = InboundMessage.objects.get()
     assert stored.message_id_header == "<stored@x>" == _by_the_payload(bytes(stored.raw))[0]
-    assert stored.subject == "x"
+    # The line that is no field continues the Subject, for the payload as for what is stored.
+    assert stored.subject == "x not a header" == _by_the_payload(bytes(stored.raw))[1]
