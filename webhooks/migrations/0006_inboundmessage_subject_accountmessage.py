@@ -35,7 +35,7 @@ def show_existing_messages(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('webhooks', '0004_webhook_paused_at'),
+        ('webhooks', '0005_inboundmessage_dmarc_arc'),
         ('accounts', '0004_account_message_count'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
