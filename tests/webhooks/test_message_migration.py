@@ -6,9 +6,9 @@ import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-BEFORE = [("webhooks", "0005_inboundmessage_dmarc_arc"), ("accounts", "0003_totp_seed")]
+BEFORE = [("webhooks", "0006_raw_retention_and_storage"), ("accounts", "0003_totp_seed")]
 AFTER = [
-    ("webhooks", "0006_inboundmessage_subject_accountmessage"),
+    ("webhooks", "0007_inboundmessage_subject_accountmessage"),
     ("accounts", "0004_account_message_count"),
 ]
 

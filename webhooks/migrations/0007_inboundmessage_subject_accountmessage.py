@@ -35,7 +35,7 @@ def show_existing_messages(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('webhooks', '0005_inboundmessage_dmarc_arc'),
+        ('webhooks', '0006_raw_retention_and_storage'),
         ('accounts', '0004_account_message_count'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
