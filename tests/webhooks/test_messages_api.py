@@ -12,7 +12,7 @@ from werkzeug import Response as WerkzeugResponse
 from accounts.models import Account, AuditLogEntry
 from domains.models import Domain
 from tests.delivery_fixtures import RAW, make_webhook
-from webhooks import accept, delivery
+from webhooks import accept, delivery, retention
 from webhooks.models import AccountMessage, Delivery, DeliveryLog, InboundMessage, Webhook
 
 pytestmark = pytest.mark.django_db
@@ -296,7 +296,7 @@ def test_a_purged_original_is_410_saying_when(alice_api, webhook):
     stored = store(webhook)
     Delivery.objects.update(status=Delivery.Status.DELIVERED)
     InboundMessage.objects.update(received_at=timezone.now() - timedelta(days=30))
-    assert delivery.purge_raw_messages(older_than_days=7) == 1
+    assert retention.purge_raw_messages() == 1
     purged_at = InboundMessage.objects.get().raw_purged_at
 
     for accept_header in ("message/rfc822", "application/json"):
