@@ -334,6 +334,8 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": CONDUIT_SWEEP_INTERVAL,
     },
     "purge-raw-messages": {"task": "webhooks.tasks.purge_raw_messages", "schedule": 3600.0},
+    # Recoveries whose next step was lost (webhooks/recovery.py) are stepped again.
+    "resume-recoveries": {"task": "webhooks.tasks.resume_recoveries", "schedule": 30.0},
     "purge-audit-log": {"task": "accounts.tasks.purge_audit_log", "schedule": 6 * 3600.0},
 }
 
@@ -403,7 +405,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "ENUM_NAME_OVERRIDES": {},
+    "ENUM_NAME_OVERRIDES": {
+        "RecoveryStateEnum": "webhooks.models.RecoveryJob.State",
+        "RecoverableStatusEnum": "webhooks.recovery.RECOVERABLE_CHOICES",
+    },
     "AUTHENTICATION_WHITELIST": ["accounts.authentication.BearerTokenAuthentication"],
     "TAGS": [
         {"name": "General", "description": "General system endpoints"},

@@ -269,6 +269,10 @@ BEYOND_THE_CONTRACT = {
     "deleteMessage",
     "downloadMessageRaw",
     "redeliverMessage",
+    "createRecovery",
+    "listRecoveries",
+    "getRecovery",
+    "cancelRecovery",
 }
 
 # The reference's "any" for sign-in: the two shapes it may take (CONTRACT.md, 2FA).

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 from celery.contrib.testing.worker import start_worker
 
@@ -86,3 +88,14 @@ def celery_worker(transactional_db):
         celery_app, pool="solo", concurrency=1, perform_ping_check=False, shutdown_timeout=10
     ) as worker:
         yield worker
+
+
+def wait_for(predicate, timeout: float = 20.0):
+    """What ``predicate`` returns once it is true (a worker's work seen from the test)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")

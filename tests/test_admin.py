@@ -14,7 +14,8 @@ from accounts.models import AuditLogEntry
 from tests.admin_fixtures import make_delivery
 from tests.delivery_fixtures import RAW, accept, make_webhook
 from tests.factories import AccountFactory
-from webhooks.models import Delivery, DeliveryLog, InboundMessage
+from webhooks import recovery
+from webhooks.models import Delivery, DeliveryLog, InboundMessage, RecoveryJob
 
 pytestmark = pytest.mark.django_db
 
@@ -41,6 +42,7 @@ def operator_client() -> Client:
         "/admin/webhooks/delivery/",
         "/admin/webhooks/inboundmessage/",
         "/admin/webhooks/deliverylog/",
+        "/admin/webhooks/recoveryjob/",
     ],
 )
 def test_it_renders_every_admin_list(operator_client, url):
@@ -464,3 +466,77 @@ def test_it_redelivers_a_message_to_every_webhook_audited_per_account(
     entries = AuditLogEntry.objects.filter(action="message.redelivered")
     assert {e.account_id for e in entries} == {alices.account_id, bobs.account_id}
     assert {e.metadata["operator"] for e in entries} == {"ops@conduit.email"}
+
+
+# --- Recoveries ----------------------------------------------------------------------
+
+
+def test_it_recovers_a_webhook_from_its_page_and_shows_the_progress(operator_client, webhook):
+    hour_ago = timezone.now() - timedelta(hours=1)
+    lost = [
+        make_delivery(webhook, at=hour_ago + timedelta(minutes=n), status="failed") for n in (1, 2)
+    ]
+    page = operator_client.get(f"/admin/webhooks/webhook/{webhook.id}/change/").content.decode()
+    form_url = f"/admin/webhooks/webhook/{webhook.id}/recover/"
+    assert form_url in page
+    assert operator_client.get(form_url).status_code == 200
+
+    r = operator_client.post(
+        form_url, {"since": hour_ago.strftime("%Y-%m-%d %H:%M:%S"), "statuses": ["failed"]}
+    )
+
+    job = RecoveryJob.objects.get()
+    assert r.status_code == 302 and r["Location"] == f"/admin/webhooks/recoveryjob/{job.id}/change/"
+    assert (job.webhook_id, job.matched, job.operator) == (webhook.id, 2, "ops@conduit.email")
+    entry = AuditLogEntry.objects.get(action="recovery.created")
+    assert entry.metadata["operator"] == "ops@conduit.email"
+    while recovery.advance(job_id=job.id) is not None:
+        pass
+    Delivery.objects.filter(id=lost[0].id).update(status="delivered")
+    listed = operator_client.get("/admin/webhooks/recoveryjob/").content.decode()
+    assert '<td class="field-matched">2</td>' in listed
+    assert '<td class="field-queued">2</td>' in listed
+    assert '<td class="field-done">1</td>' in listed
+    page = operator_client.get(f"/admin/webhooks/webhook/{webhook.id}/change/").content.decode()
+    assert "finished" in page and '<td class="field-done">' in page
+
+
+def test_the_recover_form_says_why_it_cannot_start(operator_client, webhook):
+    webhook.paused_at = timezone.now()
+    webhook.save()
+
+    r = operator_client.post(
+        f"/admin/webhooks/webhook/{webhook.id}/recover/",
+        {
+            "since": (timezone.now() - timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S"),
+            "statuses": ["failed"],
+        },
+    )
+
+    assert r.status_code == 200
+    assert "Resume it first" in r.content.decode()
+    assert not RecoveryJob.objects.exists()
+
+
+def test_it_cancels_a_running_recovery(operator_client, webhook):
+    make_delivery(webhook, at=timezone.now() - timedelta(minutes=5), status="failed")
+    operator_client.post(
+        f"/admin/webhooks/webhook/{webhook.id}/recover/",
+        {
+            "since": (timezone.now() - timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S"),
+            "statuses": ["failed"],
+        },
+    )
+    job = RecoveryJob.objects.get()
+
+    r = operator_client.post(
+        "/admin/webhooks/recoveryjob/", {"action": "cancel", "_selected_action": [str(job.id)]}
+    )
+
+    assert r.status_code == 302
+    job.refresh_from_db()
+    assert job.state == "cancelled" and job.finished_at is not None
+    assert (
+        AuditLogEntry.objects.get(action="recovery.cancelled").metadata["operator"]
+        == "ops@conduit.email"
+    )

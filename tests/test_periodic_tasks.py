@@ -14,6 +14,7 @@ def test_it_schedules_the_sweep_and_the_purges():
     schedule = {entry["task"]: entry["schedule"] for entry in app.conf.beat_schedule.values()}
     assert schedule["webhooks.tasks.sweep_deliveries"] == 10.0
     assert schedule["webhooks.tasks.purge_raw_messages"] == 3600.0
+    assert schedule["webhooks.tasks.resume_recoveries"] == 30.0
     assert schedule["accounts.tasks.purge_audit_log"] == 6 * 3600.0
     registered = set(app.tasks)
     assert set(schedule) <= registered

@@ -8,15 +8,16 @@ from django.core.exceptions import PermissionDenied
 from django.db import models, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
+from django.shortcuts import get_object_or_404, render
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from conduit.admin import ReadOnlyAdminMixin
+from conduit.errors import ApiError
 from conduit.net import client_ip
-from webhooks import delivery, rawstore, retention, services
-from webhooks.models import Delivery, DeliveryLog, InboundMessage, Webhook
+from webhooks import delivery, rawstore, recovery, retention, selectors, services
+from webhooks.models import Delivery, DeliveryLog, InboundMessage, RecoveryJob, Webhook
 
 SEARCH_HELP = "Message-ID, sender or recipient address"
 
@@ -107,6 +108,42 @@ class WebhookAdminForm(forms.ModelForm):
         return value
 
 
+class RecoveryInline(admin.TabularInline):
+    """The webhook's recoveries, newest first, with their progress."""
+
+    model = RecoveryJob
+    fields = ["created_at", "state", "since", "until", "matched", "queued", "done", "operator"]
+    readonly_fields = fields
+    ordering = ["-created_at"]
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = True
+    verbose_name_plural = "recoveries"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[RecoveryJob]:
+        return selectors.with_progress(super().get_queryset(request))
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    @admin.display(description="done")
+    def done(self, obj: RecoveryJob) -> int:
+        return obj.done  # type: ignore[attr-defined]
+
+
+class RecoverForm(forms.Form):
+    """What createRecovery asks for, as the admin's form."""
+
+    since = forms.DateTimeField(help_text="Deliveries created at or after this time (UTC).")
+    until = forms.DateTimeField(required=False, help_text="Before this time; empty: up to now.")
+    statuses = forms.MultipleChoiceField(
+        choices=recovery.RECOVERABLE_CHOICES,
+        initial=[status.value for status in recovery.DEFAULT_STATUSES],
+        widget=forms.CheckboxSelectMultiple,
+    )
+
+
 @admin.register(Webhook)
 class WebhookAdmin(admin.ModelAdmin):
     form = WebhookAdminForm
@@ -124,12 +161,66 @@ class WebhookAdmin(admin.ModelAdmin):
     list_select_related = ["account"]
     ordering = ["-created_at"]
     # Pausing goes through the actions (audited), not the form.
-    readonly_fields = ["id", "paused_at", "log_count", "created_at", "updated_at"]
+    readonly_fields = ["id", "paused_at", "recover", "log_count", "created_at", "updated_at"]
     exclude = ["secret"]
     raw_id_fields = ["account", "domain", "smtp_security_policy"]
-    inlines = [RecentLogsInline]
+    inlines = [RecoveryInline, RecentLogsInline]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     actions = ["pause", "resume"]
+
+    @admin.display(description="recover")
+    def recover(self, obj: Webhook) -> str:
+        if obj.pk is None:
+            return ""
+        url = reverse("admin:webhooks_webhook_recover", args=[obj.pk])
+        return format_html('<a href="{}">Recover deliveries of a time window…</a>', url)
+
+    def get_urls(self) -> list[URLPattern]:
+        recover = path(
+            "<path:object_id>/recover/",
+            self.admin_site.admin_view(self.recover_view),
+            name="webhooks_webhook_recover",
+        )
+        return [recover, *super().get_urls()]
+
+    def recover_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Start a recovery for this webhook (the service createRecovery calls)."""
+        webhook = get_object_or_404(Webhook, id=object_id)
+        if not self.has_change_permission(request, webhook):
+            raise PermissionDenied
+        form = RecoverForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                job, created = services.recovery_create(
+                    webhook=webhook,
+                    since=form.cleaned_data["since"],
+                    until=form.cleaned_data["until"],
+                    statuses=sorted(form.cleaned_data["statuses"]),
+                    ip=client_ip(request),
+                    operator=request.user.get_username(),
+                )
+            except ApiError as exc:
+                form.add_error(None, exc.message)
+            else:
+                if created:
+                    text = (
+                        f"Recovery started: {job.matched} deliveries match; they are queued "
+                        "in batches."
+                    )
+                else:
+                    text = "The same recovery was already started; here it is (nothing sent twice)."
+                self.message_user(request, text, messages.SUCCESS)
+                return HttpResponseRedirect(
+                    reverse("admin:webhooks_recoveryjob_change", args=[job.id])
+                )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Recover deliveries of {webhook.address}",
+            "opts": self.opts,
+            "original": webhook,
+            "form": form,
+        }
+        return render(request, "admin/webhooks/webhook/recover.html", context)
 
     @admin.action(description="Pause deliveries (mail still accepted)", permissions=["change"])
     def pause(self, request: HttpRequest, queryset: QuerySet[Webhook]) -> None:
@@ -415,3 +506,46 @@ class DeliveryLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="duration", ordering="duration_ms")
     def duration(self, obj: DeliveryLog) -> str:
         return f"{obj.duration_ms} ms"
+
+
+@admin.register(RecoveryJob)
+class RecoveryJobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "created_at",
+        "webhook",
+        "state",
+        "since",
+        "until",
+        "matched",
+        "queued",
+        "done",
+        "finished_at",
+        "operator",
+    ]
+    list_filter = ["state", ("created_at", admin.DateFieldListFilter)]
+    search_fields = ["id", "webhook__address"]
+    list_select_related = ["webhook"]
+    ordering = ["-created_at"]
+    readonly_fields = ["done"]
+    exclude = ["request_key", "cursor_created_at", "cursor_id"]
+    actions = ["cancel"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[RecoveryJob]:
+        return selectors.with_progress(super().get_queryset(request))
+
+    @admin.display(description="done")
+    def done(self, obj: RecoveryJob) -> int:
+        return obj.done  # type: ignore[attr-defined]
+
+    @admin.action(description="Cancel (queue no further batch)", permissions=["operate"])
+    def cancel(self, request: HttpRequest, queryset: QuerySet[RecoveryJob]) -> None:
+        ip, operator = client_ip(request), request.user.get_username()
+        cancelled = 0
+        for job in queryset.filter(state=RecoveryJob.State.RUNNING):
+            try:
+                services.recovery_cancel(job=job, ip=ip, operator=operator)
+            except ApiError as exc:  # it finished meanwhile
+                self.message_user(request, exc.message, messages.WARNING)
+            else:
+                cancelled += 1
+        self.message_user(request, f"Cancelled {cancelled} recovery(ies).", messages.SUCCESS)

@@ -457,19 +457,26 @@ def send_held(*, webhook_id: uuid.UUID) -> None:
     transaction.on_commit(sweep, robust=True)
 
 
+def replay_state(now: datetime) -> dict[str, Any]:
+    """The replay rule, once (redeliver, and the recoveries' batches,
+    webhooks/recovery.py): the same delivery (same webhook-id) becomes due
+    now, whatever its state, with its attempts counted again from zero (a
+    full retry schedule), marked as queued (its task goes out after the
+    commit; the sweep re-sends it if that is lost)."""
+    return {
+        "status": Delivery.Status.PENDING,
+        "attempts": 0,
+        "last_error": "",
+        "delivered_at": None,
+        "next_attempt_at": now,
+        "enqueued_at": now,
+        "leased_until": None,
+        "updated_at": now,
+    }
+
+
 def redeliver(*, delivery: Delivery) -> None:
-    """Replay: the same delivery (same webhook-id) becomes due now, whatever
-    its state, with its attempts counted again from zero (a full retry
-    schedule). Its task is queued when the caller's transaction commits."""
-    now = timezone.now()
-    Delivery.objects.filter(id=delivery.id).update(
-        status=Delivery.Status.PENDING,
-        attempts=0,
-        last_error="",
-        delivered_at=None,
-        next_attempt_at=now,
-        enqueued_at=now,
-        leased_until=None,
-        updated_at=now,
-    )
+    """Replay one delivery (replay_state). Its task is queued when the
+    caller's transaction commits."""
+    Delivery.objects.filter(id=delivery.id).update(**replay_state(timezone.now()))
     storage.after_commit(lambda: enqueue(delivery_id=delivery.id))

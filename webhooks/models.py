@@ -161,6 +161,16 @@ class Delivery(models.Model):
     enqueued_at = models.DateTimeField(null=True, blank=True)
     # A 'delivering' row past its lease belongs to a worker that died.
     leased_until = models.DateTimeField(null=True, blank=True)
+    # The recovery that last queued it again (its progress counts it); null
+    # for the usual delivery, so the partial index below costs new mail nothing.
+    recovery = models.ForeignKey(
+        "RecoveryJob",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        db_index=False,
+        related_name="deliveries",
+    )
     last_error = models.TextField(blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -179,6 +189,11 @@ class Delivery(models.Model):
                 condition=Q(status__in=["pending", "delivering"]),
             ),
             models.Index(fields=["status", "-created_at"]),
+            models.Index(
+                fields=["recovery", "status"],
+                name="delivery_recovery_idx",
+                condition=Q(recovery__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -212,3 +227,53 @@ class DeliveryLog(models.Model):
 
     def __str__(self) -> str:
         return f"log {self.id} ({self.http_status or self.error[:40]})"
+
+
+class RecoveryJob(models.Model):
+    """Queue a webhook's deliveries of a time window again, in batches (createRecovery).
+
+    The job walks the matching deliveries in (created_at, id) order from its
+    cursor, a batch per step (webhooks/recovery.py); ``matched`` is how many
+    matched when it started, ``queued`` how many it has queued so far.
+    """
+
+    class State(models.TextChoices):
+        RUNNING = "running"  # still queuing batches
+        FINISHED = "finished"  # every match queued
+        CANCELLED = "cancelled"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="recoveries")
+    since = models.DateTimeField()
+    until = models.DateTimeField()
+    statuses = models.JSONField(default=list)
+    # What makes two requests the same one (webhooks.recovery.request_key):
+    # an identical request gets this job back instead of a second one.
+    request_key = models.CharField(max_length=200)
+    state = models.CharField(max_length=12, choices=State.choices, default=State.RUNNING)
+    matched = models.PositiveIntegerField(default=0)
+    queued = models.PositiveIntegerField(default=0)
+    # The last delivery queued: the next batch starts after it.
+    cursor_created_at = models.DateTimeField(null=True, blank=True)
+    cursor_id = models.UUIDField(null=True, blank=True)
+    # Who started it from the admin (empty: through the API).
+    operator = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["webhook"],
+                condition=Q(state="running"),
+                name="one_running_recovery_per_webhook",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["webhook", "-created_at", "-id"], name="recovery_page_idx"),
+            models.Index(fields=["webhook", "request_key"], name="recovery_request_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"recovery {self.id} ({self.state}, {self.queued}/{self.matched})"

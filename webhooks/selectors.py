@@ -18,15 +18,16 @@ from django.db.models import (
     Prefetch,
     Q,
     QuerySet,
+    Subquery,
     UUIDField,
     Value,
     When,
 )
-from django.db.models.functions import TruncHour
+from django.db.models.functions import Coalesce, TruncHour
 
 from accounts.models import Account
 from conduit.errors import NotFound
-from webhooks.models import AccountMessage, Delivery, DeliveryLog, Webhook
+from webhooks.models import AccountMessage, Delivery, DeliveryLog, RecoveryJob, Webhook
 from webhooks.validation import CATCH_ALL
 
 
@@ -294,3 +295,34 @@ def message_deliveries(*, view: AccountMessage) -> list[Delivery]:
         .prefetch_related(Prefetch("logs", queryset=logs, to_attr="attempt_logs"))
         .order_by("created_at", "id")
     )
+
+
+# --- Recoveries ----------------------------------------------------------------------
+
+# A recovered delivery is done once its new attempts came to an end.
+_DONE = [Delivery.Status.DELIVERED, Delivery.Status.FAILED]
+
+
+def with_progress(jobs: QuerySet[RecoveryJob]) -> QuerySet[RecoveryJob]:
+    """Each job with ``done``: its queued deliveries that were delivered or
+    failed since, counted in the same query (the delivery_recovery_idx index)."""
+    done = (
+        Delivery.objects.filter(recovery=OuterRef("pk"), status__in=_DONE)
+        .order_by()
+        .values("recovery")
+        .annotate(n=Count("id"))
+        .values("n")
+    )
+    return jobs.annotate(done=Coalesce(Subquery(done), 0))
+
+
+def recovery_list(*, webhook: Webhook) -> QuerySet[RecoveryJob]:
+    """The webhook's recoveries, newest first, each with ``done``."""
+    return with_progress(RecoveryJob.objects.filter(webhook=webhook)).order_by("-created_at", "-id")
+
+
+def get_recovery_for_webhook(*, webhook: Webhook, recovery_id: uuid.UUID) -> RecoveryJob:
+    job = with_progress(RecoveryJob.objects.filter(webhook=webhook, id=recovery_id)).first()
+    if job is None:
+        raise NotFound("No recovery with this id for this webhook.")
+    return job

@@ -6,8 +6,8 @@ from django.conf import settings
 from rest_framework import serializers
 
 from conduit import strict
-from webhooks import retention, validation
-from webhooks.models import Delivery, DeliveryLog, Webhook
+from webhooks import recovery, retention, validation
+from webhooks.models import Delivery, DeliveryLog, RecoveryJob, Webhook
 from webhooks.signing import mask_secret
 from webhooks.templating import TemplateSyntaxProblem, validate_template
 
@@ -507,3 +507,72 @@ class RedeliverMessageResponseSerializer(serializers.Serializer):
 
 def _iso8601_or_none(value: datetime | None) -> str | None:
     return None if value is None else _iso8601(value)
+
+
+# --- Recoveries ----------------------------------------------------------------------
+
+
+class CreateRecoveryRequestSerializer(serializers.Serializer):
+    since = serializers.DateTimeField(
+        help_text="Deliveries created (messages received) at or after this time (ISO 8601)."
+    )
+    until = serializers.DateTimeField(
+        required=False,
+        allow_null=True,
+        help_text="Created before this time (ISO 8601); left out or null: up to now. "
+        "At most the webhook's raw retention after `since`.",
+    )
+    statuses = serializers.ListField(
+        child=serializers.ChoiceField(choices=recovery.RECOVERABLE_CHOICES),
+        required=False,
+        min_length=1,
+        default=[s.value for s in recovery.DEFAULT_STATUSES],
+        help_text='The delivery states to queue again; default `["failed"]`. `pending` '
+        "sends deliveries waiting for a retry now, with a fresh retry schedule.",
+    )
+
+    def validate_statuses(self, value: list[str]) -> list[str]:
+        return sorted(set(value))
+
+
+class RecoveryResponseSerializer(serializers.Serializer):
+    id = serializers.UUIDField(read_only=True)
+    webhook_id = serializers.UUIDField(read_only=True)
+    state = serializers.ChoiceField(
+        choices=RecoveryJob.State.choices,
+        read_only=True,
+        help_text="`running` while batches are being queued, `finished` once every match "
+        "is queued, `cancelled` when stopped by cancelRecovery.",
+    )
+    since = serializers.DateTimeField(read_only=True)
+    until = serializers.DateTimeField(read_only=True, help_text="As asked, or the time it started.")
+    statuses = serializers.ListField(child=serializers.CharField(), read_only=True)
+    matched = serializers.IntegerField(
+        read_only=True, help_text="Deliveries that matched when the recovery started."
+    )
+    queued = serializers.IntegerField(read_only=True, help_text="Queued again so far.")
+    done = serializers.IntegerField(
+        read_only=True,
+        help_text="Of those queued, how many have since been delivered or failed again.",
+    )
+    created_at = serializers.DateTimeField(read_only=True)
+    updated_at = serializers.DateTimeField(read_only=True)
+    finished_at = serializers.DateTimeField(
+        allow_null=True, read_only=True, help_text="When it finished or was cancelled."
+    )
+
+    def to_representation(self, instance: RecoveryJob) -> dict:
+        return {
+            "id": str(instance.id),
+            "webhook_id": str(instance.webhook_id),
+            "state": instance.state,
+            "since": _iso8601(instance.since),
+            "until": _iso8601(instance.until),
+            "statuses": list(instance.statuses),
+            "matched": instance.matched,
+            "queued": instance.queued,
+            "done": getattr(instance, "done", 0),
+            "created_at": _iso8601(instance.created_at),
+            "updated_at": _iso8601(instance.updated_at),
+            "finished_at": _iso8601_or_none(instance.finished_at),
+        }

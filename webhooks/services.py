@@ -1,9 +1,10 @@
-"""Writes of the webhooks app: webhooks, their simulated deliveries, and the
-messages an account deletes or has delivered again."""
+"""Writes of the webhooks app: webhooks, their simulated deliveries, the
+messages an account deletes or has delivered again, and recoveries."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Q
@@ -14,9 +15,16 @@ from accounts.services import audit_record
 from conduit.errors import Conflict, Gone, NotFound, ServiceUnavailable, Unprocessable
 from domains.models import Domain
 from policies.models import SmtpSecurityPolicy
-from webhooks import delivery, rawstore, selectors, storage
+from webhooks import delivery, rawstore, recovery, selectors, storage
 from webhooks.compose import build_simulated_message
-from webhooks.models import AccountMessage, Delivery, DeliveryLog, InboundMessage, Webhook
+from webhooks.models import (
+    AccountMessage,
+    Delivery,
+    DeliveryLog,
+    InboundMessage,
+    RecoveryJob,
+    Webhook,
+)
 from webhooks.payload import AuthResults, Envelope, build_payload
 from webhooks.signing import generate_secret
 
@@ -387,3 +395,114 @@ def message_delete(*, view: AccountMessage, ip: str | None) -> None:
             deliveries=len(ids),
             content_deleted=not shared,
         )
+
+
+# --- Recoveries ----------------------------------------------------------------------
+
+
+def recovery_url(job: RecoveryJob) -> str:
+    return f"/api/v1/webhooks/{job.webhook_id}/recoveries/{job.id}"
+
+
+def recovery_create(
+    *,
+    webhook: Webhook,
+    since: datetime,
+    until: datetime | None,
+    statuses: list[str],
+    ip: str | None,
+    operator: str = "",
+) -> tuple[RecoveryJob, bool]:
+    """Start a recovery of the webhook's deliveries in [since, until) (until
+    omitted: now) in one of ``statuses``; the job and whether it is new. An
+    identical request (same window as asked, same statuses) gets the job it
+    started back, unless that was cancelled: nothing is sent twice."""
+    end = until or timezone.now()
+    problem = recovery.window_problem(webhook=webhook, since=since, until=end)
+    if problem:
+        field, reason = problem
+        raise Unprocessable(reason, details={field: [reason]})
+    key = recovery.request_key(since=since, until=until, statuses=statuses)
+    # The webhook's row lock serialises recover requests for it: two identical
+    # requests at once would otherwise both find no job and start two.
+    with transaction.atomic():
+        locked = Webhook.objects.select_for_update().get(id=webhook.id)
+        jobs = RecoveryJob.objects.filter(webhook=locked).exclude(state=RecoveryJob.State.CANCELLED)
+        same = jobs.filter(request_key=key).order_by("-created_at").first()
+        if same is not None:
+            return same, False
+        running = jobs.filter(state=RecoveryJob.State.RUNNING).first()
+        if running is not None:
+            raise Conflict(
+                f"Recovery {running.id} of this webhook is still running "
+                f"({running.queued} of {running.matched} queued); follow it at "
+                f"GET {recovery_url(running)}, or cancel it (POST {recovery_url(running)}/cancel) "
+                "before starting another.",
+                code="recovery_running",
+            )
+        if locked.paused:
+            raise Conflict(
+                "This webhook is paused: recovered deliveries would only wait. Resume it first "
+                f"(POST /api/v1/webhooks/{locked.id}/resume), then recover.",
+                code="webhook_paused",
+            )
+        if not locked.active:
+            raise Conflict(
+                "This webhook is inactive: it neither receives nor delivers. Reactivate it "
+                f'first (PUT /api/v1/webhooks/{locked.id} with {{"active": true}}), then recover.',
+                code="webhook_inactive",
+            )
+        job = RecoveryJob(
+            webhook=locked,
+            since=since,
+            until=end,
+            statuses=sorted(statuses),
+            request_key=key,
+            operator=operator,
+        )
+        job.matched = recovery.count_matches(job)
+        job.save(force_insert=True)
+        audit_record(
+            account=locked.account,
+            action="recovery.created",
+            ip=ip,
+            webhook_id=str(locked.id),
+            recovery_id=str(job.id),
+            since=since.isoformat(),
+            until=end.isoformat(),
+            statuses=job.statuses,
+            matched=job.matched,
+            **({"operator": operator} if operator else {}),
+        )
+        # Its first step runs once the job is committed (a worker would not see it before).
+        transaction.on_commit(lambda: recovery.schedule(job_id=job.id), robust=True)
+    return job, True
+
+
+def recovery_cancel(*, job: RecoveryJob, ip: str | None, operator: str = "") -> RecoveryJob:
+    """Stop a running recovery: no further batch is queued; the deliveries it
+    queued already go out as usual."""
+    # The job's lock: a step under way finishes its batch first, then sees the state.
+    with transaction.atomic():
+        locked = RecoveryJob.objects.select_for_update().select_related("webhook").get(id=job.id)
+        if locked.state != RecoveryJob.State.RUNNING:
+            when = f"{locked.finished_at:%Y-%m-%d %H:%M:%S} UTC" if locked.finished_at else ""
+            raise Conflict(
+                f"This recovery is already {locked.state} ({when}): there is nothing left to "
+                f"cancel. Its {locked.queued} queued deliveries are sent as usual; start a new "
+                "recovery to queue more.",
+                code="recovery_finished",
+            )
+        locked.state = RecoveryJob.State.CANCELLED
+        locked.finished_at = timezone.now()
+        locked.save(update_fields=["state", "finished_at", "updated_at"])
+        audit_record(
+            account=locked.webhook.account,
+            action="recovery.cancelled",
+            ip=ip,
+            webhook_id=str(locked.webhook_id),
+            recovery_id=str(locked.id),
+            queued=locked.queued,
+            **({"operator": operator} if operator else {}),
+        )
+    return locked

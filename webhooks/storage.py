@@ -11,7 +11,9 @@ agree with, and the choice between them is made here, once (``_fast``):
 - recording an attempt: the log row, the webhook's log counter and the
   delivery's new state in one statement (record_attempt), or three in a
   transaction;
-- the sweep's scan (take_for_sweep).
+- the sweep's scan (take_for_sweep);
+- a recovery's batch: the next matching deliveries after its cursor, queued
+  again in one statement (requeue_batch), or the ORM's read and update.
 
 Column lists come from the models' ``_meta`` and identifiers are quoted;
 tests/webhooks/test_accept.py, test_claim.py and test_delivery.py run both
@@ -36,7 +38,14 @@ from django.db.models import Exists, F, Model, OuterRef, Q
 
 from accounts.models import Account
 from conduit import dbconn
-from webhooks.models import AccountMessage, Delivery, DeliveryLog, InboundMessage, Webhook
+from webhooks.models import (
+    AccountMessage,
+    Delivery,
+    DeliveryLog,
+    InboundMessage,
+    RecoveryJob,
+    Webhook,
+)
 
 # The PostgreSQL fast paths are taken when this is true and the database is
 # PostgreSQL; the tests turn it off to run the ORM half on PostgreSQL too.
@@ -627,3 +636,114 @@ def take_for_sweep(*, now: datetime, requeue_after: timedelta, limit: int) -> li
         )
         Delivery.objects.filter(id__in=ids).update(enqueued_at=now)
     return ids
+
+
+# --- Recovery batches --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecoveryWindow:
+    """Which deliveries a recovery queues again: the webhook's, created in
+    [since, until), in one of ``statuses``, whose message still has its raw
+    content (a purged one has nothing left to send)."""
+
+    webhook_id: uuid.UUID
+    since: datetime
+    until: datetime
+    statuses: tuple[str, ...]
+
+
+def recovery_matches(window: RecoveryWindow) -> Any:
+    """The window's deliveries as a queryset (the ORM's form of the rule)."""
+    return Delivery.objects.filter(
+        webhook_id=window.webhook_id,
+        status__in=window.statuses,
+        created_at__gte=window.since,
+        created_at__lt=window.until,
+        message__raw_purged_at__isnull=True,
+    )
+
+
+def _after(cursor: tuple[datetime, uuid.UUID] | None) -> Q:
+    if cursor is None:
+        return Q()
+    created_at, delivery_id = cursor
+    return Q(created_at__gt=created_at) | Q(created_at=created_at, id__gt=delivery_id)
+
+
+def requeue_batch(
+    *,
+    window: RecoveryWindow,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+    values: dict[str, Any],
+) -> list[tuple[uuid.UUID, datetime]]:
+    """Write ``values`` (field name -> value: the replay rule and the job) to
+    the next ``limit`` deliveries of the window after the cursor ``after``,
+    in (created_at, id) order; their ids and creation times. The caller holds
+    the job's lock, so two steps of one job never take the same batch."""
+    if _fast():
+        return _requeue_in_one_statement(window=window, after=after, limit=limit, values=values)
+    with transaction.atomic():
+        rows = list(
+            recovery_matches(window)
+            .filter(_after(after))
+            .select_for_update(of=("self",))
+            .order_by("created_at", "id")
+            .values_list("id", "created_at")[:limit]
+        )
+        Delivery.objects.filter(id__in=[row[0] for row in rows]).update(**values)
+    return rows
+
+
+def _requeue_in_one_statement(
+    *,
+    window: RecoveryWindow,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+    values: dict[str, Any],
+) -> list[tuple[uuid.UUID, datetime]]:
+    """requeue_batch's read and update as one statement (PostgreSQL): the
+    batch is picked (rows locked, in order) and written together, so a batch
+    of 500 costs one round trip instead of an id list sent back and forth."""
+    quote = connection.ops.quote_name
+    delivery_table = quote(Delivery._meta.db_table)
+    column = {name: quote(Delivery._meta.get_field(name).column) for name in values}
+    prepared = [
+        Delivery._meta.get_field(name).get_db_prep_save(value, connection)
+        for name, value in values.items()
+    ]
+    assignments = ", ".join(f"{column[name]} = %s" for name in values)
+    d = {
+        name: f"d.{quote(Delivery._meta.get_field(name).column)}"
+        for name in ("id", "webhook", "message", "status", "created_at")
+    }
+    message_pk = quote(InboundMessage._meta.pk.column)
+    purged = quote(InboundMessage._meta.get_field("raw_purged_at").column)
+    params: list[Any] = [window.webhook_id, list(window.statuses), window.since, window.until]
+    after_sql = ""
+    if after is not None:
+        after_sql = f"AND ({d['created_at']}, {d['id']}) > (%s, %s) "
+        params.extend(after)
+    pk = quote(Delivery._meta.pk.column)
+    created = quote(Delivery._meta.get_field("created_at").column)
+    sql = (
+        f"WITH picked AS (SELECT {d['id']} AS id FROM {delivery_table} AS d "  # noqa: S608
+        f"JOIN {quote(InboundMessage._meta.db_table)} AS m ON m.{message_pk} = {d['message']} "
+        f"WHERE {d['webhook']} = %s AND {d['status']} = ANY(%s) "
+        f"AND {d['created_at']} >= %s AND {d['created_at']} < %s AND m.{purged} IS NULL "
+        f"{after_sql}ORDER BY {d['created_at']}, {d['id']} LIMIT %s FOR UPDATE OF d) "
+        f"UPDATE {delivery_table} SET {assignments} FROM picked "
+        f"WHERE {delivery_table}.{pk} = picked.id "
+        f"RETURNING {delivery_table}.{pk}, {delivery_table}.{created}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, limit, *prepared])
+        return [(row[0], row[1]) for row in cursor.fetchall()]
+
+
+def recovery_backlog(*, job: RecoveryJob, limit: int) -> int:
+    """How many of the job's queued deliveries no worker has attempted yet
+    (counted up to ``limit``): the queue the next batch would join."""
+    waiting = Delivery.objects.filter(recovery=job, status=Delivery.Status.PENDING, attempts=0)
+    return waiting.values("id")[:limit].count()

@@ -1,4 +1,4 @@
-"""Celery tasks: thin wrappers that take ids and call the delivery engine."""
+"""Celery tasks: thin wrappers that take ids and call the delivery engine and recoveries."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from celery import shared_task
 from celery.signals import task_prerun
 
 from conduit import dbconn
-from webhooks import delivery, retention
+from webhooks import delivery, recovery, retention
 
 
 @task_prerun.connect
@@ -42,3 +42,14 @@ def sweep_deliveries() -> int:
 @shared_task(name="webhooks.tasks.purge_raw_messages")
 def purge_raw_messages() -> int:
     return retention.purge_raw_messages()
+
+
+@shared_task(name=recovery.RECOVER_TASK, acks_late=True, reject_on_worker_lost=True)
+def recover_task(job_id: str) -> bool:
+    # One batch of a recovery; the step schedules the next one itself.
+    return recovery.step(job_id=uuid.UUID(job_id))
+
+
+@shared_task(name="webhooks.tasks.resume_recoveries")
+def resume_recoveries() -> int:
+    return recovery.resume_stalled()

@@ -13,6 +13,17 @@ urlpatterns = [
     ),
     path("webhooks/<uuid:id>/pause", views.PauseWebhookView.as_view(), name="pause"),
     path("webhooks/<uuid:id>/resume", views.ResumeWebhookView.as_view(), name="resume"),
+    path("webhooks/<uuid:id>/recoveries", views.RecoveriesView.as_view(), name="recoveries"),
+    path(
+        "webhooks/<uuid:id>/recoveries/<uuid:recoveryId>",
+        views.RecoveryView.as_view(),
+        name="recovery",
+    ),
+    path(
+        "webhooks/<uuid:id>/recoveries/<uuid:recoveryId>/cancel",
+        views.CancelRecoveryView.as_view(),
+        name="recovery-cancel",
+    ),
     path("webhooks/<uuid:id>/simulate", views.SimulateWebhookView.as_view(), name="simulate"),
     # Beside openapi.json: a document, not an operation of the API.
     path("schemas/payload/v<int:version>.json", views.payload_schema_view, name="payload-schema"),

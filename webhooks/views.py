@@ -23,16 +23,18 @@ from conduit.errors import Forbidden, Gone, NotFound, ServiceUnavailable, error_
 from conduit.net import client_ip
 from conduit.pagination import PAGE_PARAMETERS_NOTE, paginate
 from conduit.schema import PAGE_PARAMETERS, error, errors, no_content
-from webhooks import attachments, delivery, rawstore, selectors, services
+from webhooks import attachments, delivery, rawstore, recovery, selectors, services
 from webhooks.models import AccountMessage, DeliveryLog, InboundMessage
 from webhooks.payload import SCHEMA_VERSIONS, payload_schema
 from webhooks.serializers import (
     RESPONSE_EXCERPT,
+    CreateRecoveryRequestSerializer,
     CreateWebhookRequestSerializer,
     DeliveryLogResponseSerializer,
     MessageListQuerySerializer,
     MessageResponseSerializer,
     MessageSummaryResponseSerializer,
+    RecoveryResponseSerializer,
     RedeliverMessageRequestSerializer,
     RedeliverMessageResponseSerializer,
     SimulateWebhookRequestSerializer,
@@ -252,6 +254,136 @@ class ResumeWebhookView(BrowsableActionMixin, APIView):
         webhook = selectors.get_webhook_for_account(account=request.user, webhook_id=id)
         webhook = services.webhook_resume(webhook=webhook, ip=client_ip(request))
         return Response(WebhookResponseSerializer(webhook).data)
+
+
+RECOVERY_ID = OpenApiParameter(
+    "recoveryId", OpenApiTypes.UUID, OpenApiParameter.PATH, description="Recovery ID"
+)
+_RECOVERY_NOT_FOUND = error(404, "Webhook or recovery not found")
+
+
+class RecoveriesView(APIView):
+    @extend_schema(
+        operation_id="listRecoveries",
+        parameters=[WEBHOOK_ID, *PAGE_PARAMETERS],
+        tags=_TAGS,
+        summary="List recoveries of a webhook",
+        description="The webhook's recoveries, newest first, each with its progress. "
+        + PAGE_PARAMETERS_NOTE,
+        responses={
+            200: OpenApiResponse(
+                RecoveryResponseSerializer(many=True), description="List of recoveries"
+            ),
+            401: error(401),
+            404: error(404, "Webhook not found"),
+        },
+    )
+    def get(self, request: Request, id: uuid.UUID) -> Response:
+        webhook = selectors.get_webhook_for_account(account=request.user, webhook_id=id)
+        page = paginate(request, selectors.recovery_list(webhook=webhook))
+        return Response(
+            RecoveryResponseSerializer(page.items, many=True).data, headers=page.headers
+        )
+
+    @extend_schema(
+        operation_id="createRecovery",
+        parameters=[WEBHOOK_ID],
+        tags=_TAGS,
+        summary="Recover a webhook's deliveries of a time window",
+        description="Starts a background job that queues again every delivery of this "
+        "webhook created in [`since`, `until`) whose state is in `statuses` (failed by "
+        "default) and whose original is still retained: each is sent with the same "
+        "`webhook-id` (receivers can drop what they already have) and its attempts count "
+        "from zero, as with redeliverMessage. Follow it with getRecovery: `matched`, "
+        "`queued`, `done`.\n\n"
+        f"**Pacing.** Deliveries are queued in batches of {recovery.BATCH}; the next batch "
+        f"waits while more than {recovery.BACKLOG} of the recovery's deliveries still wait "
+        "for their first attempt, so new mail is never queued behind more than about that "
+        "many recovered deliveries and keeps flowing; the recovery goes as fast as the "
+        "workers have room for. A webhook paused or deactivated while it runs holds it "
+        "until it delivers again.\n\n"
+        "**Idempotent.** The same request again (same `since`, `until` as given, same "
+        "`statuses`) returns the recovery it started (200) instead of starting another, "
+        "whatever its state, unless that one was cancelled; to recover the same window "
+        "once more, give another `until`. A different request while one runs is a 409 "
+        "`recovery_running` naming it. The window may be at most the webhook's raw "
+        "retention wide (422); a paused (`webhook_paused`) or inactive "
+        "(`webhook_inactive`) webhook cannot be recovered (409): resume or reactivate it "
+        "first. Audited (`recovery.created`).",
+        request=CreateRecoveryRequestSerializer,
+        responses={
+            201: OpenApiResponse(RecoveryResponseSerializer, description="Recovery started"),
+            200: OpenApiResponse(
+                RecoveryResponseSerializer, description="The same request's recovery"
+            ),
+            401: error(401),
+            404: error(404, "Webhook not found"),
+            409: error(409, "Another recovery runs, or the webhook is paused or inactive"),
+            422: error(422),
+        },
+    )
+    def post(self, request: Request, id: uuid.UUID) -> Response:
+        webhook = selectors.get_webhook_for_account(account=request.user, webhook_id=id)
+        body = CreateRecoveryRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        job, created = services.recovery_create(
+            webhook=webhook,
+            since=body.validated_data["since"],
+            until=body.validated_data.get("until"),
+            statuses=body.validated_data["statuses"],
+            ip=client_ip(request),
+        )
+        job = selectors.get_recovery_for_webhook(webhook=webhook, recovery_id=job.id)
+        return Response(
+            RecoveryResponseSerializer(job).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+            headers={"Location": services.recovery_url(job)} if created else {},
+        )
+
+
+class RecoveryView(APIView):
+    @extend_schema(
+        operation_id="getRecovery",
+        parameters=[WEBHOOK_ID, RECOVERY_ID],
+        tags=_TAGS,
+        summary="Get a recovery and its progress",
+        description="`matched`: the deliveries that matched when it started; `queued`: "
+        "queued again so far; `done`: of those, delivered or failed again since.",
+        responses={
+            200: OpenApiResponse(RecoveryResponseSerializer, description="The recovery"),
+            401: error(401),
+            404: _RECOVERY_NOT_FOUND,
+        },
+    )
+    def get(self, request: Request, id: uuid.UUID, recoveryId: uuid.UUID) -> Response:
+        webhook = selectors.get_webhook_for_account(account=request.user, webhook_id=id)
+        job = selectors.get_recovery_for_webhook(webhook=webhook, recovery_id=recoveryId)
+        return Response(RecoveryResponseSerializer(job).data)
+
+
+class CancelRecoveryView(APIView):
+    @extend_schema(
+        operation_id="cancelRecovery",
+        parameters=[WEBHOOK_ID, RECOVERY_ID],
+        request=None,
+        tags=_TAGS,
+        summary="Cancel a running recovery",
+        description="No further batch is queued; the deliveries already queued are sent as "
+        "usual. A recovery that finished or was cancelled already: 409 "
+        "`recovery_finished`. Audited (`recovery.cancelled`).",
+        responses={
+            200: OpenApiResponse(RecoveryResponseSerializer, description="Cancelled recovery"),
+            401: error(401),
+            404: _RECOVERY_NOT_FOUND,
+            409: error(409, "The recovery is not running (`recovery_finished`)"),
+        },
+    )
+    def post(self, request: Request, id: uuid.UUID, recoveryId: uuid.UUID) -> Response:
+        webhook = selectors.get_webhook_for_account(account=request.user, webhook_id=id)
+        job = selectors.get_recovery_for_webhook(webhook=webhook, recovery_id=recoveryId)
+        services.recovery_cancel(job=job, ip=client_ip(request))
+        job = selectors.get_recovery_for_webhook(webhook=webhook, recovery_id=recoveryId)
+        return Response(RecoveryResponseSerializer(job).data)
 
 
 class SimulateWebhookView(BrowsableActionMixin, APIView):

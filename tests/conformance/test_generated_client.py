@@ -13,11 +13,13 @@ import importlib
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from django.conf import settings
+from django.utils import timezone
 from standardwebhooks import Webhook as StandardWebhook
 
 from domains.dns import VERIFY_LABEL
@@ -86,6 +88,10 @@ def client_package(tmp_path_factory) -> Iterator[SimpleNamespace]:
             download_message_raw=load("api.messages.download_message_raw"),
             redeliver_message=load("api.messages.redeliver_message"),
             delete_message=load("api.messages.delete_message"),
+            create_recovery=load("api.webhooks.create_recovery"),
+            list_recoveries=load("api.webhooks.list_recoveries"),
+            get_recovery=load("api.webhooks.get_recovery"),
+            cancel_recovery=load("api.webhooks.cancel_recovery"),
         )
     finally:
         sys.path.remove(str(folder))
@@ -212,6 +218,7 @@ def test_a_generated_client_runs_the_whole_flow(
             message_id_header="<abc123@example.net>",
             subject="Hello there",
         )
+        stored_at = timezone.now()
         messages = api.list_messages.sync_detailed(client=carol, q="hello")
         assert messages.status_code == 200 and messages.headers["X-Total-Count"] == "1"
         (summary,) = messages.parsed
@@ -231,5 +238,25 @@ def test_a_generated_client_runs_the_whole_flow(
         )
         assert isinstance(again, models.RedeliverMessageResponse), again
         assert [d.id for d in again.deliveries] == stored.delivery_ids
+
+        # A recovery of the webhook's waiting deliveries: started, followed, cancelled.
+        started = api.create_recovery.sync_detailed(
+            webhook.id,
+            client=carol,
+            body=models.CreateRecoveryRequest(
+                since=stored_at - timedelta(minutes=5),
+                statuses=[models.RecoverableStatusEnum.PENDING],
+            ),
+        )
+        assert started.status_code == 201, started.content
+        job = started.parsed
+        assert isinstance(job, models.RecoveryResponse), job
+        assert (job.matched, job.state) == (1, models.RecoveryStateEnum.RUNNING)
+        listed = api.list_recoveries.sync_detailed(webhook.id, client=carol)
+        assert [item.id for item in listed.parsed] == [job.id]
+        assert listed.headers["X-Total-Count"] == "1"
+        assert api.get_recovery.sync(webhook.id, job.id, client=carol).id == job.id
+        cancelled = api.cancel_recovery.sync(webhook.id, job.id, client=carol)
+        assert cancelled.state == models.RecoveryStateEnum.CANCELLED
         deleted = api.delete_message.sync_detailed(stored.message_id, client=carol)
         assert deleted.status_code == 204

@@ -6,7 +6,6 @@ import contextlib
 import json
 import socket
 import threading
-import time
 from datetime import timedelta
 
 import pytest
@@ -15,23 +14,13 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
-from tests.delivery_fixtures import RAW, SECRET, accept, make_webhook
+from tests.delivery_fixtures import RAW, SECRET, accept, make_webhook, wait_for
 from webhooks import delivery, services, storage
 from webhooks.models import Delivery, DeliveryLog, InboundMessage, Webhook
 from webhooks.tasks import purge_raw_messages, sweep_deliveries
 
 # Every behaviour on both halves of webhooks/storage.py.
 pytestmark = pytest.mark.usefixtures("storage_half")
-
-
-def wait_for(predicate, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def only_delivery() -> Delivery:

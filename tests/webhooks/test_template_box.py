@@ -8,8 +8,7 @@ from datetime import timedelta
 import pytest
 
 from domains.models import Domain
-from tests.delivery_fixtures import RAW, accept, make_webhook
-from tests.webhooks.test_delivery import wait_for
+from tests.delivery_fixtures import RAW, accept, make_webhook, wait_for
 from webhooks import delivery
 from webhooks.models import Delivery, DeliveryLog
 
