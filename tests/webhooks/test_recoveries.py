@@ -6,7 +6,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -24,11 +24,17 @@ def recoveries(webhook: Webhook) -> str:
 
 
 def failed(webhook: Webhook, count: int = 1, *, status: str = "failed") -> list[Delivery]:
-    """Deliveries to ``webhook`` that ran out of attempts (or reached ``status``)."""
-    ids = [accept(webhook).delivery_ids[0] for _ in range(count)]
-    Delivery.objects.filter(id__in=ids).update(
-        status=status, attempts=10, last_error="HTTP 500", next_attempt_at=None
-    )
+    """Deliveries to ``webhook`` that ran out of attempts (or reached ``status``).
+
+    One transaction: the accept's publish runs after the commit, when the
+    deliveries are already final, so a running worker skips them instead of
+    delivering them before they could fail.
+    """
+    with transaction.atomic():
+        ids = [accept(webhook).delivery_ids[0] for _ in range(count)]
+        Delivery.objects.filter(id__in=ids).update(
+            status=status, attempts=10, last_error="HTTP 500", next_attempt_at=None
+        )
     return list(Delivery.objects.filter(id__in=ids).order_by("created_at", "id"))
 
 
