@@ -117,8 +117,13 @@ class AccountMessage(models.Model):
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    # No index of its own: both below lead with the account, and every message
+    # stored would write a third one for nothing.
     account = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="messages"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="messages",
+        db_index=False,
     )
     message = models.ForeignKey(
         InboundMessage, on_delete=models.CASCADE, related_name="account_messages"
