@@ -11,7 +11,7 @@ INDEX = "webhooks_accountmessage_account_id_b08843a5"
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("webhooks", "0007_inboundmessage_subject_accountmessage"),
+        ("webhooks", "0008_recovery_jobs"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
