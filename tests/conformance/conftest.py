@@ -9,6 +9,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
 
 import pyotp
@@ -27,6 +28,7 @@ from tests.delivery_fixtures import RAW, make_webhook
 from tests.factories import PASSWORD, AccountFactory
 from webhooks import accept as webhook_accept
 from webhooks import attachments
+from webhooks import services as webhook_services
 from webhooks.models import DeliveryLog, Webhook
 
 OPENAPI_JSON = Path(__file__).resolve().parents[2] / "openapi.json"
@@ -117,10 +119,25 @@ class World:
             ids = {"id": str(self.webhook.id)}
             if "{logId}" in path:
                 ids["logId"] = str(self.log.id)
+            if "{recoveryId}" in path:
+                ids["recoveryId"] = str(self.running_recovery.id)
             return ids
         if path.startswith("/api/v1/attachments/"):
             return {"token": self.attachment_token}
         return {}
+
+    @cached_property
+    def running_recovery(self):
+        """The webhook's running recovery, started on first use (createRecovery
+        must find none running)."""
+        job, _ = webhook_services.recovery_create(
+            webhook=self.webhook,
+            since=timezone.now() - timedelta(hours=1),
+            until=None,
+            statuses=["failed"],
+            ip=None,
+        )
+        return job
 
     def _enable_totp(self) -> list[str]:
         """Turn 2FA on for the account; the backup codes it returns."""
@@ -159,6 +176,7 @@ class World:
                 "revoke_api_tokens": False,
             },
             "updateTimezone": {"timezone": "Europe/Paris"},
+            "createRecovery": {"since": (timezone.now() - timedelta(hours=2)).isoformat()},
             "requestPasswordReset": {"email": self.account.email},
             "createAPIToken": {"name": "ci", "expires_in": 3600, "allowed_ips": ["10.0.0.0/8"]},
             "createDomainClaim": {"name": "Bücher.example"},
