@@ -20,7 +20,6 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -133,23 +132,6 @@ def insert_logs(webhook_id: uuid.UUID, count: int) -> None:
     Webhook.objects.filter(id=webhook_id).update(log_count=count)
 
 
-def copy_rows(model: type, rows: Iterator[dict]) -> None:
-    """COPY rows into ``model``'s table: every column from _meta, those a row
-    leaves out at the field's default (as the ORM would write it)."""
-    from django.db import connection
-
-    fields = model._meta.concrete_fields
-    defaults = {f.column: f.get_db_prep_save(f.get_default(), connection) for f in fields}
-    columns = [f.column for f in fields]
-    table = connection.ops.quote_name(model._meta.db_table)
-    names = ", ".join(connection.ops.quote_name(c) for c in columns)
-    with connection.cursor() as cursor:
-        with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row([row[c] if c in row else defaults[c] for c in columns])
-        cursor.execute(f"ANALYZE {table}")
-
-
 def insert_messages(account_id: uuid.UUID, webhook_id: uuid.UUID, count: int) -> None:
     """``count`` delivered messages to the webhook, one a few seconds apart,
     each with its delivery and the account's view of it; and the account's count."""
@@ -161,7 +143,7 @@ def insert_messages(account_id: uuid.UUID, webhook_id: uuid.UUID, count: int) ->
     times = [now - timedelta(seconds=i * 3) for i in range(count)]
     raw = b"From: sender@bench.example\r\nSubject: Bench\r\n\r\nHello.\r\n"
 
-    copy_rows(
+    harness.copy_rows(
         InboundMessage,
         (
             {
@@ -178,7 +160,7 @@ def insert_messages(account_id: uuid.UUID, webhook_id: uuid.UUID, count: int) ->
             for i in range(count)
         ),
     )
-    copy_rows(
+    harness.copy_rows(
         Delivery,
         (
             {
@@ -195,7 +177,7 @@ def insert_messages(account_id: uuid.UUID, webhook_id: uuid.UUID, count: int) ->
             for i in range(count)
         ),
     )
-    copy_rows(
+    harness.copy_rows(
         AccountMessage,
         (
             {

@@ -457,6 +457,269 @@ def terminate_cleanly() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+# --- The delivery pipeline, end to end ---------------------------------------------
+#
+# bench/e2e.py and bench/recover.py: the ingress, a worker, beat and an HTTP sink
+# (bench/sink.py), one webhook pointing at the sink, and an open-loop SMTP client
+# whose messages carry their tag as the Subject; the sink reports each tag with its
+# arrival time.
+
+PIPELINE_RCPT = "inbox@bench.example"
+PIPELINE_MESSAGE_SIZE = 10 * 1024
+
+
+class Arrivals:
+    """Tag -> first arrival time at the sink, fed by the sink's output thread."""
+
+    def __init__(self) -> None:
+        self.first: dict[str, float] = {}
+        self.duplicates = 0
+        self._lock = threading.Lock()
+
+    def on_line(self, line: str) -> None:
+        stamp, _, tag = line.strip().partition(" ")
+        if not stamp.isdigit():
+            return
+        with self._lock:
+            if tag in self.first:
+                self.duplicates += 1
+            else:
+                self.first[tag] = int(stamp) / 1e9
+
+
+@dataclass
+class Run:
+    rate: float
+    seconds: float
+    sent: dict[str, float] = field(default_factory=dict)  # tag -> time of the 250
+    smtp_seconds: list[float] = field(default_factory=list)
+    errors: int = 0
+    achieved_rate: float = 0.0
+    gave_up: bool = False
+    cpu_ms_per_msg: dict[str, float] = field(default_factory=dict)
+
+    def latencies(self, arrivals: Arrivals) -> list[float]:
+        return [arrivals.first[t] - at for t, at in self.sent.items() if t in arrivals.first]
+
+    def lost(self, arrivals: Arrivals) -> int:
+        return sum(1 for t in self.sent if t not in arrivals.first)
+
+    def held(self, arrivals: Arrivals, p99_seconds: float) -> bool:
+        return (
+            not self.gave_up
+            and self.errors == 0
+            and self.lost(arrivals) == 0
+            and self.achieved_rate >= 0.95 * self.rate
+            and percentile(self.latencies(arrivals), 99) < p99_seconds
+        )
+
+    def summary(self, arrivals: Arrivals) -> dict:
+        latencies = self.latencies(arrivals)
+        return {
+            "rate": self.rate,
+            "seconds": self.seconds,
+            "accepted": len(self.sent),
+            "errors": self.errors,
+            "achieved_rate": self.achieved_rate,
+            "delivered": len(latencies),
+            "lost": self.lost(arrivals),
+            "stopped_early": self.gave_up,
+            "latency_ms": summary_ms(latencies),
+            "smtp_session_ms": summary_ms(self.smtp_seconds),
+            "cpu_ms_per_msg": self.cpu_ms_per_msg,
+        }
+
+
+async def _offer(
+    port: int, run: Run, prefix: str, arrivals: Arrivals, give_up_after: float | None
+) -> None:
+    """Open loop: message i starts at t0 + i/rate, whatever the server's pace.
+
+    With ``give_up_after``, stops early once more than 1 % of the run's messages
+    took longer than that (a p99 under it is then out of reach).
+    """
+    import asyncio
+
+    from bench.smtpload import SmtpReplyError, make_message, send_one
+
+    loop = asyncio.get_running_loop()
+    count = int(run.rate * run.seconds)
+    t0 = loop.time() + 0.05
+    first_error: list[BaseException] = []
+
+    async def one(i: int) -> None:
+        tag = f"{prefix}-{i}"
+        message = make_message(tag=tag, rcpt=PIPELINE_RCPT, size=PIPELINE_MESSAGE_SIZE)
+        try:
+            sent = await send_one(
+                "127.0.0.1",
+                port,
+                mail_from="sender@bench.example",
+                rcpt=PIPELINE_RCPT,
+                message=message,
+            )
+        except (SmtpReplyError, OSError) as exc:
+            run.errors += 1
+            first_error.append(exc)
+            return
+        run.sent[tag] = sent.accepted
+        run.smtp_seconds.append(sent.accepted - sent.started)
+
+    def out_of_reach() -> bool:
+        now = time.monotonic()
+        late = 0
+        for tag, at in list(run.sent.items()):
+            arrived = arrivals.first.get(tag)
+            if (arrived if arrived is not None else now) - at >= give_up_after:
+                late += 1
+        return late > count / 100
+
+    tasks = []
+    for i in range(count):
+        delay = t0 + i / run.rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i)))
+        if give_up_after is not None and i % max(1, int(run.rate / 4)) == 0 and out_of_reach():
+            run.gave_up = True
+            break
+    await asyncio.gather(*tasks)
+    if first_error:
+        print(f"  {run.errors} failed sessions, e.g.: {first_error[0]}", file=sys.stderr)
+
+
+def wait_for_arrivals(tags: list[str], arrivals: Arrivals, *, patience: float = 30.0) -> None:
+    """Until every tag arrived, or nothing arrived at all for ``patience`` seconds."""
+    last_progress, missing = time.monotonic(), len(tags)
+    while missing:
+        time.sleep(0.05)
+        now_missing = sum(1 for t in tags if t not in arrivals.first)
+        if now_missing < missing:
+            last_progress, missing = time.monotonic(), now_missing
+        elif time.monotonic() - last_progress > patience:
+            return
+
+
+class Stack:
+    """The running pipeline: where to send, where arrivals come in, what CPU is used."""
+
+    def __init__(
+        self,
+        port: int,
+        arrivals: Arrivals,
+        meter: CpuMeter,
+        *,
+        webhook: Any = None,
+        ingress: Service | None = None,
+        worker: Service | None = None,
+    ) -> None:
+        self.port = port
+        self.arrivals = arrivals
+        self.meter = meter
+        self.webhook = webhook
+        self.ingress = ingress
+        self.worker = worker
+        self.runs: list[Run] = []
+
+    def offer(
+        self, rate: float, seconds: float, prefix: str, give_up_after: float | None = None
+    ) -> Run:
+        import asyncio
+
+        run = Run(rate=rate, seconds=seconds)
+        self.runs.append(run)
+        before = self.meter.mark()
+        started = time.monotonic()
+        asyncio.run(_offer(self.port, run, prefix, self.arrivals, give_up_after))
+        if run.sent:
+            # Offered over count/rate seconds: held only if the last 250 came about on time.
+            run.achieved_rate = len(run.sent) / max(max(run.sent.values()) - started, 1e-9)
+        # The next run starts once this one's deliveries are in (or clearly stuck).
+        wait_for_arrivals(list(run.sent), self.arrivals)
+        run.cpu_ms_per_msg = self.meter.ms_per(before, self.meter.mark(), len(run.sent))
+        return run
+
+    def describe(self, run: Run, label: str) -> str:
+        lat = summary_ms(run.latencies(self.arrivals))
+        return (
+            f"  {label}: {len(run.sent)} messages, achieved {run.achieved_rate:.1f}/s, "
+            f"p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, max {lat['max']:.0f} ms, "
+            f"not arrived {run.lost(self.arrivals)}"
+        )
+
+    def accepted_tags(self) -> list[str]:
+        return [tag for run in self.runs for tag in run.sent]
+
+
+def postgres_backends() -> list[int]:
+    """The benchmark database's other backends (the services' connections)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def start_pipeline(
+    services: Services,
+    arrivals: Arrivals,
+    *,
+    prepare: Callable[[Any], None] | None = None,
+) -> Stack:
+    """The sink, an account whose one webhook (PIPELINE_RCPT) posts to it, then
+    the ingress, a worker as `celery -A conduit worker` starts it and beat.
+    ``prepare(webhook)`` runs before the ingress and the worker start (for
+    rows a benchmark inserts up front). Needs ``setup_django``."""
+    from accounts.models import Account
+    from domains.models import Domain
+    from webhooks.models import Webhook
+
+    sink = services.start("sink", [PYTHON, "bench/sink.py"], on_line=arrivals.on_line)
+    sink_port = int(sink.wait_for(r"listening on [\d.]+:(\d+)").group(1))
+    account = Account.objects.create_user(email="bench@bench.example", password=None)
+    domain = Domain.objects.create(account=account, name="bench.example", verified=True)
+    webhook = Webhook.objects.create(
+        account=account,
+        domain=domain,
+        address=PIPELINE_RCPT,
+        target_url=f"http://127.0.0.1:{sink_port}/hook",
+        secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    )
+    if prepare is not None:
+        prepare(webhook)
+    ingress, port = services.ingress()
+    worker = services.worker()
+    services.beat()
+    meter = CpuMeter(
+        {"ingress": ingress.pid, "worker": worker.pid, "sink": sink.pid},
+        {"postgres": postgres_backends, "client": lambda: [os.getpid()]},
+    )
+    return Stack(port, arrivals, meter, webhook=webhook, ingress=ingress, worker=worker)
+
+
+# --- Rows inserted up front -------------------------------------------------------
+
+
+def copy_rows(model: type, rows: Iterator[dict]) -> None:
+    """COPY rows into ``model``'s table: every column from _meta, those a row
+    leaves out at the field's default (as the ORM would write it)."""
+    from django.db import connection
+
+    fields = model._meta.concrete_fields
+    defaults = {f.column: f.get_db_prep_save(f.get_default(), connection) for f in fields}
+    columns = [f.column for f in fields]
+    table = connection.ops.quote_name(model._meta.db_table)
+    names = ", ".join(connection.ops.quote_name(c) for c in columns)
+    with connection.cursor() as cursor:
+        with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row([row[c] if c in row else defaults[c] for c in columns])
+        cursor.execute(f"ANALYZE {table}")
+
+
 # --- Memory ---------------------------------------------------------------------
 
 

@@ -103,6 +103,20 @@ def test_it_measures_the_api_under_gunicorn(tmp_path: Path) -> None:
     assert set(result["messages_page1_sql_ms"]) == {"big", "small"}
 
 
+def test_it_measures_a_recovery_beside_live_mail(tmp_path: Path) -> None:
+    result = run_bench("recover", tmp_path)
+    recovery = result["recovery"]
+    assert recovery["matched"] == result["failed_deliveries"] == 500
+    assert recovery["seconds_to_all_queued"] is not None
+    assert recovery["seconds_to_all_done"] is not None
+    assert recovery["recovered_arrived_at_sink"] == 500
+    for run in result["runs"].values():
+        assert run["accepted"] > 0
+        assert run["errors"] == 0
+        assert run["delivered"] == run["accepted"]
+    assert result["live_lost"] == 0
+
+
 def test_it_measures_the_payload_build(tmp_path: Path) -> None:
     result = run_bench("payload", tmp_path)
     assert len(result["builds"]) == 3
