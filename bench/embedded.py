@@ -20,7 +20,6 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from bench import harness  # noqa: E402
-from bench.e2e import RCPT, Arrivals, Stack, wait_for_arrivals  # noqa: E402
 
 RATE = 5
 SECONDS = 120.0
@@ -49,7 +48,7 @@ def main() -> None:
     from webhooks.models import Delivery, Webhook
 
     call_command("migrate", "--noinput", verbosity=0)
-    arrivals = Arrivals()
+    arrivals = harness.Arrivals()
     with harness.terminate_cleanly(), harness.Services(bench) as services:
         sink = services.start("sink", [harness.PYTHON, "bench/sink.py"], on_line=arrivals.on_line)
         sink_port = int(sink.wait_for(r"listening on [\d.]+:(\d+)").group(1))
@@ -58,7 +57,7 @@ def main() -> None:
         Webhook.objects.create(
             account=account,
             domain=domain,
-            address=RCPT,
+            address=harness.PIPELINE_RCPT,
             target_url=f"http://127.0.0.1:{sink_port}/hook",
             secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
         )
@@ -68,12 +67,12 @@ def main() -> None:
         meter = harness.CpuMeter(
             {"ingress": ingress.pid, "worker": worker.pid, "sink": sink.pid}, {}
         )
-        stack = Stack(port, arrivals, meter)
+        stack = harness.Stack(port, arrivals, meter)
         stack.offer(RATE, 1.0, "warmup")
         run = stack.offer(RATE, seconds, "steady")
         print(stack.describe(run, f"{RATE}/s for {seconds:g} s"), flush=True)
         everything = [tag for each in stack.runs for tag in each.sent]
-        wait_for_arrivals(everything, arrivals)
+        harness.wait_for_arrivals(everything, arrivals)
         lost_total = sum(1 for tag in everything if tag not in arrivals.first)
         # Read while the worker is still up: the broker folder it polls.
         idle_cpu = idle_cpu_percent(meter)
