@@ -12,11 +12,9 @@ from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP
-from celery.contrib.testing.worker import start_worker
 from django.db import connection
 
 from accounts.models import Account
-from conduit.celery import app as celery_app
 from domains.models import Domain
 from ingress.routes import RouteCache
 from ingress.server import serve
@@ -100,23 +98,6 @@ def start_ingress(transactional_db: None) -> Iterator[Callable[[], RunningIngres
     for server in servers:
         server.stop()
     close_other_sessions()
-
-
-@pytest.fixture(scope="module")
-def _module_celery_worker(django_db_setup, django_db_blocker):
-    with django_db_blocker.unblock():
-        celery_app.control.purge()
-        with start_worker(
-            celery_app, pool="solo", concurrency=1, perform_ping_check=False, shutdown_timeout=10
-        ) as worker:
-            yield worker
-
-
-@pytest.fixture
-def celery_worker(_module_celery_worker, transactional_db):
-    """A real Celery worker (in a thread) on the real Redis broker, as in
-    tests/delivery_fixtures.py, but one per module: stopping one takes a second."""
-    return _module_celery_worker
 
 
 @pytest.fixture
