@@ -201,6 +201,7 @@ def main() -> None:
     harness.prepare_database(bench)
     harness.claim_redis(bench)
     harness.setup_django(bench)
+    from django.conf import settings
     from django.db.models import Count
 
     from accounts.services import api_token_create
@@ -279,7 +280,8 @@ def main() -> None:
             "samples": progress.samples,
             "recovered_arrived_at_sink": recovered_arrived,
             "pacing": {
-                "BATCH": recovery.BATCH,
+                "QUEUE_BATCH": recovery.QUEUE_BATCH,
+                "CONDUIT_RECOVERY_RATE": settings.CONDUIT_RECOVERY_RATE,
                 "BACKLOG": recovery.BACKLOG,
                 "STEP_PAUSE": recovery.STEP_PAUSE,
                 "BACKLOGGED_PAUSE": recovery.BACKLOGGED_PAUSE,

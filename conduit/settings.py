@@ -245,6 +245,9 @@ if CONDUIT_RAW_MESSAGE_MAX_RETENTION_DAYS < CONDUIT_RAW_MESSAGE_RETENTION_DAYS:
         f"CONDUIT_RAW_MESSAGE_MAX_RETENTION_DAYS={CONDUIT_RAW_MESSAGE_MAX_RETENTION_DAYS} is below "
         f"CONDUIT_RAW_MESSAGE_RETENTION_DAYS={CONDUIT_RAW_MESSAGE_RETENTION_DAYS}"
     )
+# A recovery sends the deliveries it queued again at most this many per
+# second, so that new mail keeps its pace (webhooks/recovery.py).
+CONDUIT_RECOVERY_RATE = env_float("CONDUIT_RECOVERY_RATE", 100.0, minimum=1.0)
 # Where raw messages are written: the database (unset or "database") or an
 # S3-compatible store, s3://bucket/prefix (endpoint and keys: boto3's own
 # AWS_* variables; checked at start by webhooks.rawstore). Every call to the

@@ -176,6 +176,10 @@ class Delivery(models.Model):
         db_index=False,
         related_name="deliveries",
     )
+    # In its recovery's queue: chosen by the job, not sent again yet, its status
+    # still the one the job found. The job sends it at its pace, or a cancel
+    # leaves it as it was (webhooks/recovery.py).
+    held = models.BooleanField(default=False)
     last_error = models.TextField(blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -198,6 +202,12 @@ class Delivery(models.Model):
                 fields=["recovery", "status"],
                 name="delivery_recovery_idx",
                 condition=Q(recovery__isnull=False),
+            ),
+            # A recovery's queue, in the order it sends it: empty but while one runs.
+            models.Index(
+                fields=["recovery", "created_at", "id"],
+                name="delivery_held_idx",
+                condition=Q(held=True),
             ),
         ]
 
@@ -238,13 +248,14 @@ class RecoveryJob(models.Model):
     """Queue a webhook's deliveries of a time window again, in batches (createRecovery).
 
     The job walks the matching deliveries in (created_at, id) order from its
-    cursor, a batch per step (webhooks/recovery.py); ``matched`` is how many
-    matched when it started, ``queued`` how many it has queued so far.
+    cursor, a large batch per step, into its queue (Delivery.held), and sends
+    from that queue at its own pace (webhooks/recovery.py); ``matched`` is how
+    many matched when it started, ``queued`` how many it has queued so far.
     """
 
     class State(models.TextChoices):
-        RUNNING = "running"  # still queuing batches
-        FINISHED = "finished"  # every match queued
+        RUNNING = "running"  # queuing, or sending what it queued
+        FINISHED = "finished"  # every match queued and sent again
         CANCELLED = "cancelled"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -258,6 +269,8 @@ class RecoveryJob(models.Model):
     state = models.CharField(max_length=12, choices=State.choices, default=State.RUNNING)
     matched = models.PositiveIntegerField(default=0)
     queued = models.PositiveIntegerField(default=0)
+    # When the last match was queued; the job then only sends what it holds.
+    all_queued_at = models.DateTimeField(null=True, blank=True)
     # The last delivery queued: the next batch starts after it.
     cursor_created_at = models.DateTimeField(null=True, blank=True)
     cursor_id = models.UUIDField(null=True, blank=True)

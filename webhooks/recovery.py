@@ -1,22 +1,29 @@
-"""Recoveries: a webhook's deliveries of a time window queued again, in batches.
+"""Recoveries: a webhook's deliveries of a time window queued again, then sent at a pace.
 
-A RecoveryJob (createRecovery, or the webhook's admin page) walks the
-deliveries that match its window (webhooks.storage.RecoveryWindow) in
-(created_at, id) order. Each step, one task (RECOVER_TASK), takes the job's
-lock and queues the next BATCH after its cursor with the replay rule
-(webhooks.delivery.replay_state: same webhook-id, attempts from zero), then
-publishes their tasks after the commit and schedules the next step.
+A RecoveryJob (createRecovery, or the webhook's admin page) works in steps,
+one task (RECOVER_TASK) each, under the job's lock:
 
-Pacing, so that new mail keeps flowing: a step queues nothing while more than
-BACKLOG of the job's deliveries are still waiting for their first attempt; it
-looks again after BACKLOGGED_PAUSE. New mail's tasks therefore never wait
-behind more than about BACKLOG recovered deliveries on the queue, and the
-recovery goes as fast as the workers have room for. A paused or deactivated
-webhook holds its recovery (looked at every HELD_PAUSE) until it delivers again.
+1. Queue: the next QUEUE_BATCH deliveries that match its window
+   (webhooks.storage.RecoveryWindow), in (created_at, id) order after its
+   cursor, join the job's queue (``held``, their status left as found). A
+   hundred thousand are queued in seconds; ``all_queued_at`` says when the
+   last one was.
+2. Send: while fewer than BACKLOG of the deliveries it sent are waiting for
+   their first attempt, the oldest it holds, at most settings.
+   CONDUIT_RECOVERY_RATE per second, get the replay rule
+   (webhooks.delivery.replay_state: same webhook-id, attempts from zero) and
+   their tasks are published after the commit.
+
+So new mail's tasks never wait behind more than about BACKLOG recovered
+deliveries, and a recovery never takes more of the workers than its rate, however
+much it queued. The job is finished when it has queued every match and sent
+all it queued. Cancelled, it sends nothing more: what it still holds is left as
+it was found. A paused or deactivated webhook holds its recovery (looked at
+every HELD_PAUSE) until it delivers again.
 
 A step lost on the way (broker down, worker killed) leaves the job's
 ``updated_at`` behind; the beat's ``resume_stalled`` schedules it again.
-Steps are safe to repeat: each one starts from the cursor under the job's lock.
+Steps are safe to repeat: each one starts from the cursor and the queue.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import logging
 import uuid
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -38,11 +46,11 @@ logger = logging.getLogger(__name__)
 RECOVER_TASK = "webhooks.tasks.recover"
 
 # Deliveries queued per step.
-BATCH = 500
-# The next batch waits while more than this many of the job's deliveries wait
-# for their first attempt.
-BACKLOG = 1000
-# Seconds between steps, and before looking again at a held job.
+QUEUE_BATCH = 5000
+# Sending waits while more than this many of the deliveries the job sent are
+# still waiting for their first attempt.
+BACKLOG = 50
+# Seconds between steps, and between looks at a full backlog.
 STEP_PAUSE = 0.1
 BACKLOGGED_PAUSE = 0.5
 # A job whose webhook was paused or deactivated after it started waits for it.
@@ -91,8 +99,9 @@ def count_matches(job: RecoveryJob) -> int:
 
 
 def advance(*, job_id: uuid.UUID) -> float | None:
-    """One step of the job: queue its next batch unless it is held; seconds
-    until the next step, or None when it is over (finished, cancelled, gone)."""
+    """One step of the job: queue its next batch, send its next share, unless
+    it is held; seconds until the next step, or None when it is over
+    (finished, cancelled, gone)."""
     now = timezone.now()
     # The job's lock orders its steps: a repeated step waits, then starts
     # from the cursor the first one moved.
@@ -109,28 +118,45 @@ def advance(*, job_id: uuid.UUID) -> float | None:
         if webhook.paused or not webhook.active:
             job.save(update_fields=["updated_at"])  # alive: the beat leaves it alone
             return HELD_PAUSE
-        if storage.recovery_backlog(job=job, limit=BACKLOG + 1) > BACKLOG:
-            job.save(update_fields=["updated_at"])
-            return BACKLOGGED_PAUSE
-        after = None
-        if job.cursor_id is not None and job.cursor_created_at is not None:
-            after = (job.cursor_created_at, job.cursor_id)
-        rows = storage.requeue_batch(
-            window=window_of(job),
-            after=after,
-            limit=BATCH,
-            values={**delivery.replay_state(now), "recovery_id": job.id},
-        )
-        if rows:
-            job.cursor_created_at, job.cursor_id = max((created, id_) for id_, created in rows)
-            job.queued += len(rows)
-        if len(rows) < BATCH:
+        backlog = storage.recovery_backlog(job=job, limit=BACKLOG + 1)
+        queued = _queue_next(job, now) if job.all_queued_at is None else 0
+        sent = _send_next(job, now, room=BACKLOG - backlog) if backlog < BACKLOG else []
+        if job.all_queued_at is not None and not sent and not storage.holds_any(job=job):
             job.state = RecoveryJob.State.FINISHED
             job.finished_at = now
         job.save()
-        ids = [row[0] for row in rows]
-        storage.after_commit(lambda: delivery.enqueue_many(ids))
-    return None if job.state == RecoveryJob.State.FINISHED else STEP_PAUSE
+        storage.after_commit(lambda: delivery.enqueue_many(sent))
+    if job.state == RecoveryJob.State.FINISHED:
+        return None
+    return STEP_PAUSE if queued or sent else BACKLOGGED_PAUSE
+
+
+def _queue_next(job: RecoveryJob, now: datetime) -> int:
+    """Put the next QUEUE_BATCH matches after the cursor in the job's queue; how many."""
+    after = None
+    if job.cursor_id is not None and job.cursor_created_at is not None:
+        after = (job.cursor_created_at, job.cursor_id)
+    rows = storage.requeue_batch(
+        window=window_of(job),
+        after=after,
+        limit=QUEUE_BATCH,
+        values={"held": True, "recovery_id": job.id},
+    )
+    if rows:
+        job.cursor_created_at, job.cursor_id = max((created, id_) for id_, created in rows)
+        job.queued += len(rows)
+    if len(rows) < QUEUE_BATCH:
+        job.all_queued_at = now
+    return len(rows)
+
+
+def _send_next(job: RecoveryJob, now: datetime, *, room: int) -> list[uuid.UUID]:
+    """Send again the oldest deliveries the job holds: a step's share of its
+    rate, no more than ``room`` left in the backlog."""
+    per_step = max(1, round(settings.CONDUIT_RECOVERY_RATE * STEP_PAUSE))
+    return storage.release_held(
+        job=job, limit=min(per_step, room), values={**delivery.replay_state(now), "held": False}
+    )
 
 
 def schedule(*, job_id: uuid.UUID, countdown: float | None = None) -> None:

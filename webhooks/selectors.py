@@ -304,10 +304,11 @@ _DONE = [Delivery.Status.DELIVERED, Delivery.Status.FAILED]
 
 
 def with_progress(jobs: QuerySet[RecoveryJob]) -> QuerySet[RecoveryJob]:
-    """Each job with ``done``: its queued deliveries that were delivered or
-    failed since, counted in the same query (the delivery_recovery_idx index)."""
+    """Each job with ``done``: the deliveries it sent again that were
+    delivered or failed since (not those it still holds), counted in the same
+    query (the delivery_recovery_idx index)."""
     done = (
-        Delivery.objects.filter(recovery=OuterRef("pk"), status__in=_DONE)
+        Delivery.objects.filter(recovery=OuterRef("pk"), held=False, status__in=_DONE)
         .order_by()
         .values("recovery")
         .annotate(n=Count("id"))

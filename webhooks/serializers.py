@@ -541,8 +541,9 @@ class RecoveryResponseSerializer(serializers.Serializer):
     state = serializers.ChoiceField(
         choices=RecoveryJob.State.choices,
         read_only=True,
-        help_text="`running` while batches are being queued, `finished` once every match "
-        "is queued, `cancelled` when stopped by cancelRecovery.",
+        help_text="`running` while it queues matches or sends what it queued, `finished` "
+        "once every match was queued and sent again, `cancelled` when stopped by "
+        "cancelRecovery.",
     )
     since = serializers.DateTimeField(read_only=True)
     until = serializers.DateTimeField(read_only=True, help_text="As asked, or the time it started.")
@@ -550,10 +551,17 @@ class RecoveryResponseSerializer(serializers.Serializer):
     matched = serializers.IntegerField(
         read_only=True, help_text="Deliveries that matched when the recovery started."
     )
-    queued = serializers.IntegerField(read_only=True, help_text="Queued again so far.")
+    queued = serializers.IntegerField(
+        read_only=True,
+        help_text="Taken into the recovery's queue so far; it sends them again, oldest "
+        "first, at its pace. A queued delivery keeps its state until it is sent.",
+    )
+    all_queued_at = serializers.DateTimeField(
+        allow_null=True, read_only=True, help_text="When the last match was queued."
+    )
     done = serializers.IntegerField(
         read_only=True,
-        help_text="Of those queued, how many have since been delivered or failed again.",
+        help_text="Of those sent again, how many have since been delivered or failed again.",
     )
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
@@ -571,6 +579,7 @@ class RecoveryResponseSerializer(serializers.Serializer):
             "statuses": list(instance.statuses),
             "matched": instance.matched,
             "queued": instance.queued,
+            "all_queued_at": _iso8601_or_none(instance.all_queued_at),
             "done": getattr(instance, "done", 0),
             "created_at": _iso8601(instance.created_at),
             "updated_at": _iso8601(instance.updated_at),

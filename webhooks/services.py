@@ -480,8 +480,8 @@ def recovery_create(
 
 
 def recovery_cancel(*, job: RecoveryJob, ip: str | None, operator: str = "") -> RecoveryJob:
-    """Stop a running recovery: no further batch is queued; the deliveries it
-    queued already go out as usual."""
+    """Stop a running recovery: nothing more is queued or sent. What it still
+    holds is left as it was found; what it sent goes out as usual."""
     # The job's lock: a step under way finishes its batch first, then sees the state.
     with transaction.atomic():
         locked = RecoveryJob.objects.select_for_update().select_related("webhook").get(id=job.id)
@@ -496,6 +496,7 @@ def recovery_cancel(*, job: RecoveryJob, ip: str | None, operator: str = "") -> 
         locked.state = RecoveryJob.State.CANCELLED
         locked.finished_at = timezone.now()
         locked.save(update_fields=["state", "finished_at", "updated_at"])
+        storage.drop_held(job=locked)
         audit_record(
             account=locked.webhook.account,
             action="recovery.cancelled",

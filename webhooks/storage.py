@@ -743,7 +743,34 @@ def _requeue_in_one_statement(
 
 
 def recovery_backlog(*, job: RecoveryJob, limit: int) -> int:
-    """How many of the job's queued deliveries no worker has attempted yet
-    (counted up to ``limit``): the queue the next batch would join."""
-    waiting = Delivery.objects.filter(recovery=job, status=Delivery.Status.PENDING, attempts=0)
+    """How many of the deliveries the job sent again no worker has attempted
+    yet (counted up to ``limit``): the queue the next ones would join."""
+    waiting = Delivery.objects.filter(
+        recovery=job, held=False, status=Delivery.Status.PENDING, attempts=0
+    )
     return waiting.values("id")[:limit].count()
+
+
+def release_held(*, job: RecoveryJob, limit: int, values: dict[str, Any]) -> list[uuid.UUID]:
+    """Write ``values`` (the replay rule, ``held`` off) to the first ``limit``
+    deliveries the job holds, oldest first (delivery_held_idx); their ids. A
+    few dozen per step: the read and the update need no one-statement twin."""
+    with transaction.atomic():
+        ids = list(
+            Delivery.objects.filter(recovery=job, held=True)
+            .select_for_update(of=("self",))
+            .order_by("created_at", "id")
+            .values_list("id", flat=True)[:limit]
+        )
+        Delivery.objects.filter(id__in=ids).update(**values)
+    return ids
+
+
+def holds_any(*, job: RecoveryJob) -> bool:
+    return Delivery.objects.filter(recovery=job, held=True).exists()
+
+
+def drop_held(*, job: RecoveryJob) -> int:
+    """A cancelled job's queue: its deliveries are left as the job found them
+    (status, attempts, schedule untouched), no longer its own; how many."""
+    return Delivery.objects.filter(recovery=job, held=True).update(held=False, recovery=None)

@@ -296,12 +296,15 @@ class RecoveriesView(APIView):
         "`webhook-id` (receivers can drop what they already have) and its attempts count "
         "from zero, as with redeliverMessage. Follow it with getRecovery: `matched`, "
         "`queued`, `done`.\n\n"
-        f"**Pacing.** Deliveries are queued in batches of {recovery.BATCH}; the next batch "
-        f"waits while more than {recovery.BACKLOG} of the recovery's deliveries still wait "
-        "for their first attempt, so new mail is never queued behind more than about that "
-        "many recovered deliveries and keeps flowing; the recovery goes as fast as the "
-        "workers have room for. A webhook paused or deactivated while it runs holds it "
-        "until it delivers again.\n\n"
+        "**Pacing.** The matches are queued first, "
+        f"{recovery.QUEUE_BATCH:,} per step (a hundred thousand in seconds; "
+        "`all_queued_at` says when the last was), each keeping its state until it is "
+        "sent. The recovery then sends them oldest first, at most `CONDUIT_RECOVERY_RATE` "
+        f"per second (an operator setting, default 100), and never while more than "
+        f"{recovery.BACKLOG} of those it sent still wait for their first attempt: new mail "
+        "is never queued behind more than about that many recovered deliveries and keeps "
+        "flowing. A webhook paused or deactivated while it runs holds it until it "
+        "delivers again.\n\n"
         "**Idempotent.** The same request again (same `since`, `until` as given, same "
         "`statuses`) returns the recovery it started (200) instead of starting another, "
         "whatever its state, unless that one was cancelled; to recover the same window "
@@ -368,8 +371,9 @@ class CancelRecoveryView(APIView):
         request=None,
         tags=_TAGS,
         summary="Cancel a running recovery",
-        description="No further batch is queued; the deliveries already queued are sent as "
-        "usual. A recovery that finished or was cancelled already: 409 "
+        description="Nothing more is queued or sent: the deliveries it queued but did not "
+        "send yet are left as it found them (their state unchanged); those it sent go on "
+        "as usual. A recovery that finished or was cancelled already: 409 "
         "`recovery_finished`. Audited (`recovery.cancelled`).",
         responses={
             200: OpenApiResponse(RecoveryResponseSerializer, description="Cancelled recovery"),

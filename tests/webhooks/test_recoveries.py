@@ -1,4 +1,4 @@
-"""Recoveries through the API: a webhook's deliveries of a window queued again in batches."""
+"""Recoveries through the API: a webhook's deliveries of a window queued again, sent at a pace."""
 
 from __future__ import annotations
 
@@ -65,11 +65,17 @@ def bob_webhook(bob, httpserver, delivery_settings) -> Webhook:
 # --- Recovering ----------------------------------------------------------------------
 
 
+def per_step(settings, count: int) -> None:
+    """A recovery rate that sends ``count`` deliveries a step."""
+    settings.CONDUIT_RECOVERY_RATE = count / recovery.STEP_PAUSE
+
+
 @pytest.mark.usefixtures("storage_half")
 def test_it_queues_every_failed_delivery_of_the_window_again_in_batches(
-    alice_api, webhook, bob_webhook, monkeypatch
+    alice_api, webhook, bob_webhook, monkeypatch, settings
 ):
-    monkeypatch.setattr(recovery, "BATCH", 2)
+    monkeypatch.setattr(recovery, "QUEUE_BATCH", 2)
+    per_step(settings, 2)
     lost = failed(webhook, 5)
     [delivered] = failed(webhook, status="delivered")
     [old] = failed(webhook)
@@ -86,7 +92,7 @@ def test_it_queues_every_failed_delivery_of_the_window_again_in_batches(
     assert body["state"] == "running"
     assert body["statuses"] == ["failed"]
     assert (body["matched"], body["queued"], body["done"]) == (5, 0, 0)
-    assert finish(body["id"]) == 3  # 2 + 2 + 1
+    assert finish(body["id"]) == 4  # 2 + 2 + 1, then the step that finds nothing left
     for item in Delivery.objects.filter(id__in=[d.id for d in lost]):
         assert item.status == "pending" and item.attempts == 0 and item.last_error == ""
         assert item.next_attempt_at is not None and item.recovery_id is not None
@@ -97,7 +103,34 @@ def test_it_queues_every_failed_delivery_of_the_window_again_in_batches(
         assert (again.status, again.attempts) == (untouched.status, 10)
     progress = alice_api.get(f"{recoveries(webhook)}/{body['id']}").json()
     assert progress["state"] == "finished" and progress["finished_at"] is not None
+    assert progress["all_queued_at"] is not None
     assert (progress["matched"], progress["queued"], progress["done"]) == (5, 5, 0)
+    assert not Delivery.objects.filter(held=True).exists()
+
+
+@pytest.mark.usefixtures("storage_half")
+def test_it_queues_every_match_at_once_and_sends_them_at_its_rate(alice_api, webhook, settings):
+    per_step(settings, 2)
+    lost = failed(webhook, 5)
+    body = start(alice_api, webhook).json()
+
+    assert recovery.advance(job_id=body["id"]) == recovery.STEP_PAUSE
+
+    progress = alice_api.get(f"{recoveries(webhook)}/{body['id']}").json()
+    assert (progress["state"], progress["queued"], progress["done"]) == ("running", 5, 0)
+    assert progress["all_queued_at"] is not None
+    # The two oldest are sent again; the rest wait in the queue, as they were.
+    rows = Delivery.objects.in_bulk([d.id for d in lost])
+    assert [rows[d.id].status for d in lost] == ["pending"] * 2 + ["failed"] * 3
+    assert [rows[d.id].held for d in lost] == [False] * 2 + [True] * 3
+    assert all(rows[d.id].attempts == 10 for d in lost[2:])
+    # Held deliveries are not done, even though their state is final.
+    Delivery.objects.filter(id__in=[d.id for d in lost[:2]]).update(status="delivered")
+    progress = alice_api.get(f"{recoveries(webhook)}/{body['id']}").json()
+    assert progress["done"] == 2
+
+    assert finish(body["id"]) == 3  # 2 + 1, then the step that finds nothing left
+    assert Delivery.objects.filter(status="pending", held=False).count() == 3
 
 
 @pytest.mark.usefixtures("storage_half")
@@ -164,22 +197,32 @@ def test_a_cancelled_job_does_not_stop_the_same_request_from_starting_anew(alice
 
 
 @pytest.mark.usefixtures("storage_half")
-def test_it_waits_while_its_queued_deliveries_have_not_been_tried(alice_api, webhook, monkeypatch):
-    monkeypatch.setattr(recovery, "BATCH", 2)
+def test_it_sends_nothing_while_its_sent_deliveries_have_not_been_tried(
+    alice_api, webhook, monkeypatch, settings
+):
     monkeypatch.setattr(recovery, "BACKLOG", 3)
+    per_step(settings, 2)
     failed(webhook, 6)
     body = start(alice_api, webhook).json()
 
-    assert recovery.advance(job_id=body["id"]) == recovery.STEP_PAUSE
-    assert recovery.advance(job_id=body["id"]) == recovery.STEP_PAUSE
-    # Four wait for their first attempt: new mail must not queue behind more.
-    assert recovery.advance(job_id=body["id"]) == recovery.BACKLOGGED_PAUSE
-    assert RecoveryJob.objects.get(id=body["id"]).queued == 4
-    Delivery.objects.filter(recovery_id=body["id"]).update(status="delivered", attempts=1)
+    def sent() -> int:
+        return Delivery.objects.filter(recovery_id=body["id"], held=False).count()
 
     assert recovery.advance(job_id=body["id"]) == recovery.STEP_PAUSE
-    assert RecoveryJob.objects.get(id=body["id"]).queued == 6
-    assert recovery.advance(job_id=body["id"]) is None  # nothing after the cursor
+    assert (RecoveryJob.objects.get(id=body["id"]).queued, sent()) == (6, 2)
+    assert recovery.advance(job_id=body["id"]) == recovery.STEP_PAUSE
+    assert sent() == 3  # only as many as the backlog has room for
+    # Three wait for their first attempt: new mail must not queue behind more.
+    assert recovery.advance(job_id=body["id"]) == recovery.BACKLOGGED_PAUSE
+    assert sent() == 3
+    Delivery.objects.filter(recovery_id=body["id"], held=False).update(
+        status="delivered", attempts=1
+    )
+
+    assert recovery.advance(job_id=body["id"]) == recovery.STEP_PAUSE
+    assert recovery.advance(job_id=body["id"]) == recovery.STEP_PAUSE
+    assert sent() == 6
+    assert recovery.advance(job_id=body["id"]) is None  # nothing left to queue or send
 
 
 def test_a_job_whose_webhook_is_paused_meanwhile_waits_for_it(alice_api, webhook):
@@ -191,7 +234,7 @@ def test_a_job_whose_webhook_is_paused_meanwhile_waits_for_it(alice_api, webhook
     assert RecoveryJob.objects.get(id=body["id"]).queued == 0
 
     alice_api.post(f"/api/v1/webhooks/{webhook.id}/resume")
-    assert recovery.advance(job_id=body["id"]) is None
+    finish(body["id"])
     assert RecoveryJob.objects.get(id=body["id"]).queued == 2
 
 
@@ -245,18 +288,25 @@ def test_listing_recoveries_costs_the_same_queries_for_any_number(alice_api, web
     assert queries_for_a_page() == one
 
 
-def test_a_running_job_can_be_cancelled_and_queues_nothing_more(alice_api, webhook, monkeypatch):
-    monkeypatch.setattr(recovery, "BATCH", 1)
-    failed(webhook, 3)
+def test_a_running_job_can_be_cancelled_and_queues_nothing_more(
+    alice_api, webhook, monkeypatch, settings
+):
+    monkeypatch.setattr(recovery, "QUEUE_BATCH", 2)
+    per_step(settings, 1)
+    lost = failed(webhook, 4)
     body = start(alice_api, webhook).json()
     recovery.advance(job_id=body["id"])
 
     response = alice_api.post(f"{recoveries(webhook)}/{body['id']}/cancel")
 
     assert response.status_code == 200, response.content
-    assert response.json()["state"] == "cancelled" and response.json()["queued"] == 1
+    assert response.json()["state"] == "cancelled" and response.json()["queued"] == 2
     assert recovery.advance(job_id=body["id"]) is None
-    assert Delivery.objects.filter(status="failed").count() == 2
+    # The one it sent goes on; the one it held is left as it was found.
+    rows = Delivery.objects.in_bulk([d.id for d in lost])
+    assert [rows[d.id].status for d in lost] == ["pending", "failed", "failed", "failed"]
+    assert not any(row.held for row in rows.values())
+    assert rows[lost[1].id].recovery_id is None and rows[lost[1].id].attempts == 10
 
 
 # --- Bad input -----------------------------------------------------------------------
@@ -393,8 +443,11 @@ def test_a_worker_runs_the_recovery_and_delivers_with_the_same_webhook_id(
 
     body = start(alice_api, webhook).json()
 
-    wait_for(lambda: alice_api.get(f"{recoveries(webhook)}/{body['id']}").json()["done"] == 3)
-    progress = alice_api.get(f"{recoveries(webhook)}/{body['id']}").json()
+    def progress_when_finished():
+        progress = alice_api.get(f"{recoveries(webhook)}/{body['id']}").json()
+        return progress if progress["state"] == "finished" and progress["done"] == 3 else None
+
+    progress = wait_for(progress_when_finished)
     assert progress["state"] == "finished" and progress["queued"] == 3
     sent = {request.headers["webhook-id"] for request, _ in httpserver.log}
     assert sent == {f"msg_{d.id.hex}" for d in lost}
