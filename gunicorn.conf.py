@@ -16,3 +16,16 @@ proxy in front with lower limits if that matters (see the README).
 limit_request_line = 0
 limit_request_field_size = 65536
 limit_request_fields = 200
+
+# Metrics (conduit/metrics.py): imported here, in gunicorn's master, so that the
+# web's folder of metric files is chosen and cleared of a previous run's files
+# before any worker starts counting; each worker inherits the choice.
+from prometheus_client import multiprocess  # noqa: E402
+
+from conduit import metrics  # noqa: E402
+
+
+def child_exit(server, worker):  # gunicorn calls it when a worker exits
+    # A dead worker's counters stay (a counter never goes down); its live gauges go.
+    if metrics.DIRECTORY is not None:
+        multiprocess.mark_process_dead(worker.pid, str(metrics.DIRECTORY))

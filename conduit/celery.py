@@ -11,11 +11,15 @@ from celery.app.defaults import DEFAULTS
 from celery.signals import worker_ready
 from django.conf import settings
 
+from conduit.opsserver import WorkerOps
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "conduit.settings")
 
 app = Celery("conduit")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# The heartbeat and the /metrics, /healthz, /readyz port (conduit.opsserver).
+app.steps["worker"].add(WorkerOps)
 
 
 @app.on_after_configure.connect

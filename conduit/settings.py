@@ -75,6 +75,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: /healthz, /readyz and /metrics answer before sessions, host checks,
+    # authentication or throttling; it also times every /api/ request (conduit.ops).
+    "conduit.ops.OpsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "conduit.middleware.ApiErrorMiddleware",
@@ -258,6 +261,24 @@ CONDUIT_RAW_STORAGE_TIMEOUT = env_float("CONDUIT_RAW_STORAGE_TIMEOUT", 5.0, mini
 # point at this address and stay valid this many seconds.
 CONDUIT_PUBLIC_URL = env_str("CONDUIT_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
 CONDUIT_ATTACHMENT_LINK_TTL = env_int("CONDUIT_ATTACHMENT_LINK_TTL", 24 * 3600, minimum=60)
+
+# --- Operations: metrics, health checks (conduit.metrics, conduit.ops) -----------
+# Scraping the web's /metrics needs "Authorization: Bearer <this>"; unset, only
+# loopback clients may. The ingress's and the worker's ports need it too when set.
+CONDUIT_METRICS_TOKEN = env_str("CONDUIT_METRICS_TOKEN")
+# The ingress's and the worker's own HTTP port for /metrics, /healthz and
+# /readyz (conduit.opsserver); 0 = none.
+CONDUIT_METRICS_HOST = env_str("CONDUIT_METRICS_HOST", "127.0.0.1")
+CONDUIT_INGRESS_METRICS_PORT = env_int("CONDUIT_INGRESS_METRICS_PORT", 0, minimum=0)
+CONDUIT_WORKER_METRICS_PORT = env_int("CONDUIT_WORKER_METRICS_PORT", 0, minimum=0)
+# The worker writes the time here every interval; it is ready (and
+# manage.py worker_health passes) while the file is younger than the max age.
+# The max age is above the longest attempt: a solo pool beats between tasks.
+CONDUIT_WORKER_HEARTBEAT_FILE = env_str(
+    "CONDUIT_WORKER_HEARTBEAT_FILE", str(VAR_DIR / "worker-heartbeat")
+)
+CONDUIT_WORKER_HEARTBEAT_INTERVAL = env_float("CONDUIT_WORKER_HEARTBEAT_INTERVAL", 5.0, minimum=0.1)
+CONDUIT_WORKER_HEARTBEAT_MAX_AGE = env_float("CONDUIT_WORKER_HEARTBEAT_MAX_AGE", 60.0, minimum=1.0)
 
 # --- Celery ---------------------------------------------------------------
 # Seconds between two looks at an empty file-system queue (embedded default only).

@@ -14,12 +14,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from django import db
 
+from conduit import metrics
 from ingress import decisions, routes
 from ingress.protocol import HooksOnlyDir
 from ingress.store import GroupCommitter
@@ -164,6 +166,7 @@ class Handler(HooksOnlyDir):
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        started = time.perf_counter()
         log = session_log(session)
         identity = session.auth_data if session.authenticated else None
         mail_from = envelope.mail_from or ""
@@ -195,6 +198,7 @@ class Handler(HooksOnlyDir):
             log.accepted.append(reply.rsplit(" ", 1)[-1])
         else:
             log.refused.append(reply[:3])
+        metrics.smtp_message_answered(reply, size=len(message.raw), started=started)
         return reply
 
     async def _accept(self, message: decisions.MessageInput) -> str:

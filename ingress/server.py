@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -18,6 +19,7 @@ from typing import Any
 
 from django.conf import settings
 
+from conduit import health, opsserver
 from ingress import routes
 from ingress.handler import off_loop
 from ingress.protocol import check_aiosmtpd
@@ -160,11 +162,30 @@ def run(*, host: str, port: int, processes: int, grace: float = 30.0) -> int:
     one event loop and, through the GIL, at most one core.
     """
     check_aiosmtpd()  # here, not in a loop of processes that each fail
-    if processes <= 1:
-        asyncio.run(serve(host=host, port=port, grace=grace))
-        return 0
     tls_context()  # a bad certificate stops the command here, not each process in a loop
     sockets = listening_sockets(host, port)
+    ops = opsserver.start(
+        "ingress",
+        port=settings.CONDUIT_INGRESS_METRICS_PORT,
+        ready=functools.partial(readiness_checks, sockets[0].getsockname()),
+    )
+    try:
+        if processes <= 1:
+            asyncio.run(serve(sockets=sockets, grace=grace))
+            return 0
+        return _run_processes(sockets, processes=processes, grace=grace, ops=ops)
+    finally:
+        if ops is not None:
+            ops.stop()
+
+
+def readiness_checks(address: tuple) -> list[health.Check]:
+    """The ingress is ready while its port greets with 220 and the database answers."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(address[0], address[0])  # noqa: S104
+    return [health.check_smtp(host, address[1]), health.check_database()]
+
+
+def _run_processes(sockets: list[socket.socket], *, processes: int, grace: float, ops: Any) -> int:
     _announce([sock.getsockname() for sock in sockets])
     stopping = False
     children: set[int] = set()
@@ -174,6 +195,8 @@ def run(*, host: str, port: int, processes: int, grace: float = 30.0) -> int:
         if pid == 0:  # the child: its own loop, threads and connections
             code = 1
             try:
+                if ops is not None:
+                    ops.close_in_child()  # the parent serves it
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 asyncio.run(serve(sockets=sockets, grace=grace, announce=False))

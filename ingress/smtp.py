@@ -15,6 +15,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from django import db
 from django.conf import settings
 
+from conduit import metrics
 from ingress import decisions, routes, throttling
 from ingress.handler import Handler, client_ip, off_loop, session_log
 from ingress.protocol import LeanSMTP
@@ -88,6 +89,7 @@ class TrackedSMTP(ConduitSMTP):
     live: set[TrackedSMTP]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        metrics.smtp_session_started()
         self.live.add(self)
         super().connection_made(transport)
 

@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 
+from conduit import metrics
 from ingress import decisions
 from webhooks import accept as webhook_accept
 
@@ -70,6 +71,7 @@ class GroupCommitter:
         self._to_enqueue.put(_STOP)
 
     def _store(self, group: list) -> None:
+        metrics.smtp_group_committed(len(group))
         try:
             result = decisions.accept_messages([message for message, _ in group])
             replies = result.replies

@@ -32,6 +32,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from conduit import metrics
 from conduit.celery import app as celery_app
 from webhooks import attachments, outbound, ratelimit, rawstore, retention, retry, storage
 from webhooks.models import Delivery, DeliveryLog, InboundMessage, Webhook
@@ -346,6 +347,7 @@ def _record(*, delivery: Delivery, sent: SendResult) -> None:
         attempt=attempts,
     )
     storage.record_attempt(log=log, update=state.update, deactivate=state.deactivate)
+    metrics.delivery_attempted(status=state.update["status"], duration_ms=log.duration_ms)
     if state.countdown is not None:
         enqueue(delivery_id=delivery.id, countdown=state.countdown)
     delivered = state.update.get("status") == Delivery.Status.DELIVERED

@@ -14,6 +14,7 @@ from django.db.models import (
     Exists,
     F,
     Max,
+    Min,
     OuterRef,
     Prefetch,
     Q,
@@ -148,6 +149,37 @@ def delivery_outcomes_since(*, since: datetime) -> list[dict]:
         .values("hour", "outcome", "troubled_webhook_id", "address")
         .annotate(count=Count("id"), last_at=Max("updated_at"))
         .order_by()
+    )
+
+
+@dataclass(frozen=True)
+class DeliveryBacklog:
+    """The delivery queue as the metrics show it (conduit.metrics)."""
+
+    due: int
+    oldest_due_age: float  # seconds past its due time; 0 with nothing due
+    retries: int
+    failing_webhooks: int
+
+
+def delivery_backlog(*, now: datetime) -> DeliveryBacklog:
+    """Pending deliveries due now, the oldest one's wait, those waiting for a retry and
+    their webhooks, in one query over the pending rows (the partial index on
+    unfinished rows: a healthy queue is small whatever the table's size)."""
+    due = Q(next_attempt_at__lte=now)
+    retrying = Q(attempts__gt=0)
+    row = Delivery.objects.filter(status=Delivery.Status.PENDING).aggregate(
+        due=Count("id", filter=due),
+        oldest=Min("next_attempt_at", filter=due),
+        retries=Count("id", filter=retrying),
+        failing=Count("webhook_id", filter=retrying, distinct=True),
+    )
+    oldest = row["oldest"]
+    return DeliveryBacklog(
+        due=row["due"],
+        oldest_due_age=max((now - oldest).total_seconds(), 0.0) if oldest else 0.0,
+        retries=row["retries"],
+        failing_webhooks=row["failing"],
     )
 
 
