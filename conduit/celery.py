@@ -8,9 +8,10 @@ from typing import Any
 
 from celery import Celery
 from celery.app.defaults import DEFAULTS
-from celery.signals import worker_ready
+from celery.signals import after_setup_logger, after_setup_task_logger, worker_ready
 from django.conf import settings
 
+from conduit import logs
 from conduit.opsserver import WorkerOps
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "conduit.settings")
@@ -29,6 +30,15 @@ def _settle_configuration(sender: Celery, **kwargs: Any) -> None:
     # spellings and fails with AttributeError on the ones not set: ~70 us of
     # the ~400 us a publish took. The values, settled once, are a dict lookup.
     sender.conf.update({key: sender.conf[key] for key in DEFAULTS})
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _log_format(logger: logging.Logger, **kwargs: Any) -> None:
+    # The worker and beat log through handlers Celery sets up itself, in its
+    # own format; CONDUIT_LOG_FORMAT=json holds for them too.
+    if settings.CONDUIT_LOG_FORMAT == "json":
+        logs.use_json(logger)
 
 
 @worker_ready.connect

@@ -15,6 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from conduit.crypto import parse_keys
 from conduit.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+from conduit.logs import init_sentry
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Where the embedded defaults keep their files (SQLite, broker queue, cache).
@@ -467,11 +468,17 @@ FORMAT_MODULE_PATH = "conduit.formats"
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if CONDUIT_TRUSTED_PROXIES else None
 
+# plain: one line of text per record; json: one JSON object per line, with the
+# message, delivery and webhook ids where the code passed them (conduit.logs).
+CONDUIT_LOG_FORMAT = env_choice("CONDUIT_LOG_FORMAT", "plain", ("plain", "json"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "conduit.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": CONDUIT_LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.request": {"level": "ERROR"},
@@ -487,3 +494,8 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
     },
 }
+
+# Errors to Sentry (the optional extra: pip install 'conduit[sentry]'); off when unset.
+SENTRY_DSN = env_str("SENTRY_DSN")
+if SENTRY_DSN:
+    init_sentry(SENTRY_DSN)

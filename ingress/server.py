@@ -106,7 +106,8 @@ async def serve(
 def _announce(bound: list[Any]) -> None:
     addresses = ", ".join(f"{address[0]}:{address[1]}" for address in bound)
     logger.info("SMTP ingress listening on %s", addresses)
-    print(f"SMTP ingress listening on {addresses}", flush=True)
+    if settings.CONDUIT_LOG_FORMAT != "json":  # there every line is a JSON object
+        print(f"SMTP ingress listening on {addresses}", flush=True)
 
 
 def process_count(requested: int | None = None) -> int:

@@ -16,6 +16,7 @@ from django import db
 from django.conf import settings
 
 from conduit import metrics
+from conduit.logs import log_ids
 from ingress import decisions, routes, throttling
 from ingress.handler import Handler, client_ip, off_loop, session_log
 from ingress.protocol import LeanSMTP
@@ -114,6 +115,8 @@ class TrackedSMTP(ConduitSMTP):
                 session.host_name or "-",
                 ",".join(log.accepted) or "-",
                 ",".join(log.refused) or "-",
+                # The ids of the messages it accepted, comma-separated.
+                extra=log_ids(message_id=",".join(log.accepted) or None),
             )
         self.live.discard(self)
         super().connection_lost(error)

@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from conduit import metrics
 from conduit.celery import app as celery_app
+from conduit.logs import log_ids
 from webhooks import attachments, outbound, ratelimit, rawstore, retention, retry, storage
 from webhooks.models import Delivery, DeliveryLog, InboundMessage, Webhook
 from webhooks.payload import AuthResults, Envelope, build_payload
@@ -348,12 +349,34 @@ def _record(*, delivery: Delivery, sent: SendResult) -> None:
     )
     storage.record_attempt(log=log, update=state.update, deactivate=state.deactivate)
     metrics.delivery_attempted(status=state.update["status"], duration_ms=log.duration_ms)
+    _log_if_failed(delivery, state)
     if state.countdown is not None:
         enqueue(delivery_id=delivery.id, countdown=state.countdown)
     delivered = state.update.get("status") == Delivery.Status.DELIVERED
     if delivered and delivery.webhook.delete_raw_when_delivered:
         # Only for webhooks that ask for it: the usual delivery runs no query here.
         retention.purge_if_delivered(message_id=delivery.message_id)
+
+
+def _ids(delivery: Delivery) -> dict[str, str]:
+    return log_ids(
+        delivery_id=delivery.id, webhook_id=delivery.webhook_id, message_id=delivery.message_id
+    )
+
+
+def _log_if_failed(delivery: Delivery, state: NextState) -> None:
+    """One line per failed attempt (none for a delivered one), with its ids."""
+    status = state.update["status"]
+    if status == Delivery.Status.DELIVERED:
+        return
+    logger.warning(
+        "Delivery %s attempt %d failed (%s); %s",
+        delivery.id,
+        state.update["attempts"],
+        state.update["last_error"] or "no answer",
+        "will retry" if status == Delivery.Status.PENDING else "giving up",
+        extra=_ids(delivery),
+    )
 
 
 def deliver(*, delivery_id: uuid.UUID) -> str:
@@ -385,7 +408,7 @@ def deliver(*, delivery_id: uuid.UUID) -> str:
     except Exception:
         # A bug must cost an attempt (and end in 'failed'), not loop forever
         # through lease expiry with nothing in the log.
-        logger.exception("Delivery %s crashed", delivery.id)
+        logger.exception("Delivery %s crashed", delivery.id, extra=_ids(delivery))
         sent = _not_sent(
             "Internal error while preparing the delivery; it has been logged.", kind="other"
         )
@@ -404,7 +427,11 @@ def enqueue(*, delivery_id: uuid.UUID, countdown: float | None = None) -> bool:
     try:
         celery_app.signature(DELIVER_TASK).apply_async(args=[str(delivery_id)], countdown=countdown)
     except Exception:
-        logger.warning("Could not enqueue delivery %s; the sweep will retry", delivery_id)
+        logger.warning(
+            "Could not enqueue delivery %s; the sweep will retry",
+            delivery_id,
+            extra=log_ids(delivery_id=delivery_id),
+        )
         return False
     return True
 

@@ -29,6 +29,7 @@ from django.conf import settings
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
+from conduit.logs import log_ids
 from webhooks import rawstore
 from webhooks.models import Delivery, InboundMessage, Webhook
 
@@ -144,5 +145,10 @@ def purge_if_delivered(*, message_id: uuid.UUID) -> bool:
         return _purge(due, now=timezone.now()) > 0
     except rawstore.RawStoreUnavailable as exc:
         # Kept for now; its retention in days purges it later.
-        logger.warning("Raw message %s not purged: the object store failed (%s)", message_id, exc)
+        logger.warning(
+            "Raw message %s not purged: the object store failed (%s)",
+            message_id,
+            exc,
+            extra=log_ids(message_id=message_id),
+        )
         return False

@@ -24,7 +24,7 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.delivery_fixtures import accept, wait_for
-from tests.ingress.conftest import hook, private_redis, stack  # noqa: F401  (fixtures)
+from tests.ingress.conftest import hook
 from tests.ingress.processes import BASE_DIR, free_port, service_database_url
 from webhooks.models import Delivery
 
