@@ -18,10 +18,9 @@ RUN pip install --no-deps . \
 USER conduit
 
 EXPOSE 8000 2525
-# The web process answers: any reply below 500 counts (a Host header outside
-# ALLOWED_HOSTS gets a 400, which still shows the process serving). The other
-# processes from this image (worker, beat, ingress) set their own check in
-# docker-compose.yml.
+# The web process is alive: /healthz answers 200 before any host check or
+# dependency. The other processes from this image (worker, beat, ingress) set
+# their own check in docker-compose.yml.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import http.client, os, sys; c = http.client.HTTPConnection('127.0.0.1', int(os.environ.get('PORT', '8000')), timeout=4); c.request('GET', '/api/v1/ping'); sys.exit(c.getresponse().status >= 500)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ.get('PORT', '8000')}/healthz\", timeout=4)"]
 CMD ["sh", "-c", "exec gunicorn conduit.wsgi --bind 0.0.0.0:${PORT:-8000} --workers ${WEB_CONCURRENCY:-3} --access-logfile -"]

@@ -11,7 +11,7 @@ from celery.app.defaults import DEFAULTS
 from celery.signals import after_setup_logger, after_setup_task_logger, worker_ready
 from django.conf import settings
 
-from conduit import logs
+from conduit.logs import use_json
 from conduit.opsserver import WorkerOps
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "conduit.settings")
@@ -38,7 +38,7 @@ def _log_format(logger: logging.Logger, **kwargs: Any) -> None:
     # The worker and beat log through handlers Celery sets up itself, in its
     # own format; CONDUIT_LOG_FORMAT=json holds for them too.
     if settings.CONDUIT_LOG_FORMAT == "json":
-        logs.use_json(logger)
+        use_json(logger)
 
 
 @worker_ready.connect

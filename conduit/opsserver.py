@@ -29,7 +29,8 @@ from typing import Any
 from celery import bootsteps
 from django.conf import settings
 
-from conduit import health, metrics
+from conduit.health import LIVE, Check, check_broker, check_heartbeat, readiness, write_heartbeat
+from conduit.metrics import CONTENT_TYPE, exposition, registry
 
 logger = logging.getLogger("conduit.ops")
 
@@ -42,10 +43,10 @@ class OpsServer:
         *,
         host: str,
         port: int,
-        ready: Callable[[], Sequence[health.Check]],
+        ready: Callable[[], Sequence[Check]],
         token: str = "",
     ) -> None:
-        scrape = metrics.registry()
+        scrape = registry()
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -85,9 +86,9 @@ class OpsServer:
     def _answer(self, request: BaseHTTPRequestHandler) -> None:
         path = request.path.split("?", 1)[0]
         if path == "/healthz":
-            _send_json(request, 200, health.LIVE)
+            _send_json(request, 200, LIVE)
         elif path == "/readyz":
-            _send_json(request, *health.readiness(self.ready()))
+            _send_json(request, *readiness(self.ready()))
         elif path == "/metrics":
             if self.token and not _bearer_matches(request.headers.get("Authorization"), self.token):
                 _send_json(
@@ -101,7 +102,7 @@ class OpsServer:
                     headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
                 )
                 return
-            _send(request, 200, metrics.exposition(self.scrape), metrics.CONTENT_TYPE)
+            _send(request, 200, exposition(self.scrape), CONTENT_TYPE)
         else:
             _send_json(
                 request,
@@ -138,7 +139,7 @@ def _send(
         request.wfile.write(body)
 
 
-def start(kind: str, *, port: int, ready: Callable[[], Sequence[health.Check]]) -> OpsServer | None:
+def start(kind: str, *, port: int, ready: Callable[[], Sequence[Check]]) -> OpsServer | None:
     """The ops server of this process kind on ``port``; None when the port is 0, or
     taken (logged: the process goes on serving mail or deliveries without it)."""
     if not port:
@@ -171,11 +172,11 @@ def start(kind: str, *, port: int, ready: Callable[[], Sequence[health.Check]]) 
 # --- The worker ---------------------------------------------------------------------
 
 
-def worker_checks(app: Any) -> list[health.Check]:
+def worker_checks(app: Any) -> list[Check]:
     """The worker is ready while its broker answers and its heartbeat is recent."""
     return [
-        health.check_broker(app),
-        health.check_heartbeat(
+        check_broker(app),
+        check_heartbeat(
             Path(settings.CONDUIT_WORKER_HEARTBEAT_FILE),
             max_age=settings.CONDUIT_WORKER_HEARTBEAT_MAX_AGE,
         ),
@@ -207,7 +208,7 @@ class WorkerOps(bootsteps.StartStopStep):
 
     def beat(self) -> None:
         try:
-            health.write_heartbeat(self.heartbeat)
+            write_heartbeat(self.heartbeat)
         except OSError as exc:
             logger.warning("Could not write the worker's heartbeat to %s: %s", self.heartbeat, exc)
 

@@ -93,13 +93,11 @@ def test_the_image_health_check_asks_the_web_process(httpserver):
         env = dict(os.environ, PORT=str(httpserver.port))
         return subprocess.run([sys.executable, *command[1:]], env=env, timeout=30).returncode
 
-    httpserver.expect_request("/api/v1/ping").respond_with_data("pong", status=200)
+    # /healthz answers before any host check (conduit.ops), so any Host header gets a 200.
+    httpserver.expect_request("/healthz").respond_with_json({"status": "alive"})
     assert check() == 0
     httpserver.clear()
-    httpserver.expect_request("/api/v1/ping").respond_with_data("bad host", status=400)
-    assert check() == 0  # answering, though not for this Host header
-    httpserver.clear()
-    httpserver.expect_request("/api/v1/ping").respond_with_data("down", status=503)
+    httpserver.expect_request("/healthz").respond_with_data("down", status=503)
     assert check() != 0
 
 
