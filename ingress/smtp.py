@@ -8,6 +8,7 @@ import asyncio
 import logging
 import socket
 import ssl
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,11 +116,22 @@ class TrackedSMTP(ConduitSMTP):
                 session.host_name or "-",
                 ",".join(log.accepted) or "-",
                 ",".join(log.refused) or "-",
-                # The ids of the messages it accepted, comma-separated.
-                extra=log_ids(message_id=",".join(log.accepted) or None),
+                extra=log_ids(message_id=_message_ids(log.accepted)),
             )
         self.live.discard(self)
         super().connection_lost(error)
+
+
+def _message_ids(accepted: list[str]) -> str | None:
+    """The ids of a session's accepted messages (its 250s say "queued as <hex>"),
+    comma-separated, written as the API and the worker's lines write them."""
+    ids = []
+    for queued in accepted:
+        try:
+            ids.append(str(uuid.UUID(hex=queued)))
+        except ValueError:
+            ids.append(queued)
+    return ",".join(ids) or None
 
 
 def tls_context() -> ssl.SSLContext | None:

@@ -10,6 +10,7 @@ broker it owns or points a process at a database port nothing listens on.
 
 from __future__ import annotations
 
+import json
 import smtplib
 import subprocess
 import sys
@@ -256,3 +257,38 @@ def test_worker_health_fails_on_a_stale_heartbeat(stack, tmp_path: Path):
 
     heartbeat.write_text(f"{time.time():.3f}\n")
     assert manage("worker_health", env=env).returncode == 0
+
+
+def test_json_logs_carry_the_ids_of_a_failed_delivery(stack, alice, alice_domain, httpserver):
+    httpserver.expect_request("/hook").respond_with_data("no", status=422)  # final: no retry
+    webhook = hook(alice, alice_domain, httpserver.url_for("/hook"), "inbox@alice.example")
+    ingress = stack.ingress(CONDUIT_LOG_FORMAT="json")
+    worker = stack.worker(CONDUIT_LOG_FORMAT="json")
+    smtp_port = stack.ingress_port(ingress)
+    stack.wait_ready(worker)
+    send_mail(smtp_port, to="inbox@alice.example", subject="Refused")
+    wait_for(lambda: Delivery.objects.filter(status="failed").exists(), timeout=30)
+    delivery = Delivery.objects.get()
+
+    # Every line the ingress writes is a JSON object; its session line names the message.
+    ingress_lines = [json.loads(line) for line in ingress.output().splitlines() if line]
+    session = next(line for line in ingress_lines if line["message"].startswith("session "))
+    assert session["message_id"] == str(delivery.message_id)
+    assert {"time", "level", "logger", "message"} <= session.keys()
+
+    def failed_line() -> dict | None:
+        # Celery's start banner is printed, not logged: the log lines are the JSON ones.
+        for line in worker.output().splitlines():
+            if line.startswith("{") and "failed" in (entry := json.loads(line))["message"]:
+                return entry
+        return None
+
+    wait_for(lambda: failed_line() is not None, timeout=10)
+    line = failed_line()
+    assert line["level"] == "WARNING"
+    assert (line["delivery_id"], line["webhook_id"], line["message_id"]) == (
+        str(delivery.id),
+        str(webhook.id),
+        str(delivery.message_id),
+    )
+    assert "HTTP 422" in line["message"]
