@@ -15,11 +15,13 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from conduit import health, metrics
 from conduit.logs import JsonFormatter, log_ids
+from conduit.opsserver import OpsServer
 from tests.ingress.processes import BASE_DIR, service_env
 
 
@@ -213,3 +215,41 @@ def test_a_dsn_without_the_sdk_stops_the_start_saying_how_to_install_it(tmp_path
     assert result.returncode != 0
     assert "SENTRY_DSN is set but the Sentry SDK cannot be imported" in result.stderr
     assert "pip install 'conduit[sentry]'" in result.stderr
+
+
+# --- the ingress's and worker's port ---------------------------------------------------
+
+
+@pytest.fixture
+def ops_server():
+    server = OpsServer(
+        host="127.0.0.1",
+        port=0,
+        ready=lambda: [health.Check("smtp", True), health.Check("database", False, "refused")],
+        token="s3cret",
+    ).start()
+    yield f"http://127.0.0.1:{server.port}"
+    server.stop()
+
+
+def test_the_ops_port_needs_the_token_for_metrics_when_one_is_set(ops_server):
+    refused = requests.get(f"{ops_server}/metrics", timeout=5)
+    assert refused.status_code == 401
+    assert refused.json()["code"] == "metrics_token_required"
+    scraped = requests.get(
+        f"{ops_server}/metrics", headers={"Authorization": "Bearer s3cret"}, timeout=5
+    )
+    assert scraped.status_code == 200
+    names = {family.name for family in text_string_to_metric_families(scraped.text)}
+    assert "conduit_deliveries" in names
+
+
+def test_the_ops_port_probes_need_no_token_and_name_what_failed(ops_server):
+    assert requests.get(f"{ops_server}/healthz", timeout=5).json() == {"status": "alive"}
+    assert requests.head(f"{ops_server}/healthz", timeout=5).status_code == 200
+    ready = requests.get(f"{ops_server}/readyz", timeout=5)
+    assert ready.status_code == 503
+    assert ready.json()["failed"] == ["database"]
+    assert ready.json()["checks"] == {"smtp": "ok", "database": "refused"}
+    missing = requests.get(f"{ops_server}/nothing", timeout=5)
+    assert (missing.status_code, missing.json()["code"]) == (404, "not_found")
