@@ -49,10 +49,12 @@ RECOVER_TASK = "webhooks.tasks.recover"
 QUEUE_BATCH = 5000
 # Sending waits while more than this many of the deliveries the job sent are
 # still waiting for their first attempt.
-BACKLOG = 50
+BACKLOG = 20
 # Seconds between steps, and between looks at a full backlog.
 STEP_PAUSE = 0.1
 BACKLOGGED_PAUSE = 0.5
+# A step sends the rate's share of the time since the last one, up to this.
+MAX_SHARE_SECONDS = 1.0
 # A job whose webhook was paused or deactivated after it started waits for it.
 HELD_PAUSE = 10.0
 # A running job not stepped for this long lost its task; the beat re-sends it.
@@ -151,11 +153,16 @@ def _queue_next(job: RecoveryJob, now: datetime) -> int:
 
 
 def _send_next(job: RecoveryJob, now: datetime, *, room: int) -> list[uuid.UUID]:
-    """Send again the oldest deliveries the job holds: a step's share of its
-    rate, no more than ``room`` left in the backlog."""
-    per_step = max(1, round(settings.CONDUIT_RECOVERY_RATE * STEP_PAUSE))
+    """Send again the oldest deliveries the job holds: its rate times the time
+    since its last step (at least STEP_PAUSE, at most MAX_SHARE_SECONDS: a
+    step is rarely on time, queuing and the broker take their share), no more
+    than ``room`` left in the backlog."""
+    since_last = (now - job.updated_at).total_seconds()
+    share = settings.CONDUIT_RECOVERY_RATE * min(max(since_last, STEP_PAUSE), MAX_SHARE_SECONDS)
     return storage.release_held(
-        job=job, limit=min(per_step, room), values={**delivery.replay_state(now), "held": False}
+        job=job,
+        limit=min(max(1, round(share)), room),
+        values={**delivery.replay_state(now), "held": False},
     )
 
 

@@ -65,9 +65,11 @@ def bob_webhook(bob, httpserver, delivery_settings) -> Webhook:
 # --- Recovering ----------------------------------------------------------------------
 
 
-def per_step(settings, count: int) -> None:
-    """A recovery rate that sends ``count`` deliveries a step."""
+def per_step(settings, monkeypatch, count: int) -> None:
+    """A recovery rate that sends ``count`` deliveries a step, however long
+    the steps take."""
     settings.CONDUIT_RECOVERY_RATE = count / recovery.STEP_PAUSE
+    monkeypatch.setattr(recovery, "MAX_SHARE_SECONDS", recovery.STEP_PAUSE)
 
 
 @pytest.mark.usefixtures("storage_half")
@@ -75,7 +77,7 @@ def test_it_queues_every_failed_delivery_of_the_window_again_in_batches(
     alice_api, webhook, bob_webhook, monkeypatch, settings
 ):
     monkeypatch.setattr(recovery, "QUEUE_BATCH", 2)
-    per_step(settings, 2)
+    per_step(settings, monkeypatch, 2)
     lost = failed(webhook, 5)
     [delivered] = failed(webhook, status="delivered")
     [old] = failed(webhook)
@@ -109,8 +111,10 @@ def test_it_queues_every_failed_delivery_of_the_window_again_in_batches(
 
 
 @pytest.mark.usefixtures("storage_half")
-def test_it_queues_every_match_at_once_and_sends_them_at_its_rate(alice_api, webhook, settings):
-    per_step(settings, 2)
+def test_it_queues_every_match_at_once_and_sends_them_at_its_rate(
+    alice_api, webhook, settings, monkeypatch
+):
+    per_step(settings, monkeypatch, 2)
     lost = failed(webhook, 5)
     body = start(alice_api, webhook).json()
 
@@ -201,7 +205,7 @@ def test_it_sends_nothing_while_its_sent_deliveries_have_not_been_tried(
     alice_api, webhook, monkeypatch, settings
 ):
     monkeypatch.setattr(recovery, "BACKLOG", 3)
-    per_step(settings, 2)
+    per_step(settings, monkeypatch, 2)
     failed(webhook, 6)
     body = start(alice_api, webhook).json()
 
@@ -292,7 +296,7 @@ def test_a_running_job_can_be_cancelled_and_queues_nothing_more(
     alice_api, webhook, monkeypatch, settings
 ):
     monkeypatch.setattr(recovery, "QUEUE_BATCH", 2)
-    per_step(settings, 1)
+    per_step(settings, monkeypatch, 1)
     lost = failed(webhook, 4)
     body = start(alice_api, webhook).json()
     recovery.advance(job_id=body["id"])
