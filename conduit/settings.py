@@ -433,6 +433,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "RecoveryStateEnum": "webhooks.models.RecoveryJob.State",
         "RecoverableStatusEnum": "webhooks.recovery.RECOVERABLE_CHOICES",
+        "PayloadFormatEnum": "webhooks.models.PayloadFormat",
     },
     "AUTHENTICATION_WHITELIST": ["accounts.authentication.BearerTokenAuthentication"],
     "TAGS": [

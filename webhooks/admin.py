@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
@@ -16,8 +17,15 @@ from django.utils.text import Truncator
 from conduit.admin import ReadOnlyAdminMixin
 from conduit.errors import ApiError
 from conduit.net import client_ip
-from webhooks import delivery, rawstore, recovery, retention, selectors, services
-from webhooks.models import Delivery, DeliveryLog, InboundMessage, RecoveryJob, Webhook
+from webhooks import delivery, formats, rawstore, recovery, retention, selectors, services
+from webhooks.models import (
+    Delivery,
+    DeliveryLog,
+    InboundMessage,
+    PayloadFormat,
+    RecoveryJob,
+    Webhook,
+)
 
 SEARCH_HELP = "Message-ID, sender or recipient address"
 
@@ -58,7 +66,15 @@ class AttemptOutcomeFilter(admin.SimpleListFilter):
 
 class RecentLogsInline(admin.TabularInline):
     model = DeliveryLog
-    fields = ["attempted_at", "http_status", "duration_ms", "error", "sender", "simulated"]
+    fields = [
+        "attempted_at",
+        "http_status",
+        "duration_ms",
+        "error",
+        "sender",
+        "simulated",
+        "payload_format",
+    ]
     readonly_fields = fields
     ordering = ["-attempted_at"]
     extra = 0
@@ -106,6 +122,16 @@ class WebhookAdminForm(forms.ModelForm):
         if problem:
             raise forms.ValidationError(problem)
         return value
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        payload_format = cleaned.get("payload_format")
+        if cleaned.get("payload_template") and payload_format not in (None, PayloadFormat.CONDUIT):
+            self.add_error(
+                "payload_template",
+                "A payload template shapes the conduit format only; empty it or choose conduit.",
+            )
+        return cleaned
 
 
 class RecoveryInline(admin.TabularInline):
@@ -156,17 +182,30 @@ class WebhookAdmin(admin.ModelAdmin):
         "rate_limit",
         "created_at",
     ]
-    list_filter = ["active", PausedFilter, ("created_at", admin.DateFieldListFilter)]
+    list_filter = [
+        "active",
+        PausedFilter,
+        "payload_format",
+        ("created_at", admin.DateFieldListFilter),
+    ]
     search_fields = ["address", "target_url", "account__email", "name"]
     list_select_related = ["account"]
     ordering = ["-created_at"]
     # Pausing goes through the actions (audited), not the form.
     readonly_fields = ["id", "paused_at", "recover", "log_count", "created_at", "updated_at"]
-    exclude = ["secret"]
+    # Secrets are never shown: the signing secret, the target URL's credentials
+    # (target_url is stored without them), the Mailgun signing key.
+    exclude = ["secret", "target_auth", "mailgun_signing_key"]
     raw_id_fields = ["account", "domain", "smtp_security_policy"]
     inlines = [RecoveryInline, RecentLogsInline]
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     actions = ["pause", "resume"]
+
+    def save_model(self, request: HttpRequest, obj: Webhook, form: Any, change: bool) -> None:
+        # As through the API: a Mailgun-format webhook always has a signing key.
+        if obj.payload_format == PayloadFormat.MAILGUN and not obj.mailgun_signing_key:
+            obj.mailgun_signing_key = formats.generate_mailgun_signing_key()
+        super().save_model(request, obj, form, change)
 
     @admin.display(description="recover")
     def recover(self, obj: Webhook) -> str:

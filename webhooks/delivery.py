@@ -19,6 +19,7 @@ state from the attempt's outcome (next_state, a pure function) and records it
 
 from __future__ import annotations
 
+import base64
 import logging
 import random
 import time
@@ -35,9 +36,18 @@ from django.utils import timezone
 from conduit import metrics
 from conduit.celery import app as celery_app
 from conduit.logs import log_ids
-from webhooks import attachments, outbound, ratelimit, rawstore, retention, retry, storage
-from webhooks.models import Delivery, DeliveryLog, InboundMessage, Webhook
-from webhooks.payload import AuthResults, Envelope, build_payload
+from webhooks import (
+    attachments,
+    formats,
+    outbound,
+    ratelimit,
+    rawstore,
+    retention,
+    retry,
+    storage,
+)
+from webhooks.models import Delivery, DeliveryLog, InboundMessage, PayloadFormat, Webhook
+from webhooks.payload import AuthResults, Envelope
 from webhooks.signing import signature_headers
 from webhooks.templating import JSON_CONTENT_TYPE, TemplateRenderProblem, render_payload
 
@@ -73,17 +83,17 @@ def _lease() -> timedelta:
     )
 
 
-def message_payload(
+def message_source(
     *,
     message: InboundMessage,
     rcpt_to: list[str],
     simulated: bool,
     webhook: Webhook | None = None,
-) -> dict:
-    """The default payload of one delivery of a stored message (for ``webhook``:
-    its large attachments as links, if it asks for that). RawMessageGone when
-    its raw content was purged, RawStoreUnavailable when its object store
-    cannot be read now (webhooks.rawstore.raw_bytes)."""
+) -> formats.Source:
+    """One delivery of a stored message, ready for any format (for ``webhook``:
+    its large attachments as links, if it asks for that and takes the default
+    format). RawMessageGone when its raw content was purged, RawStoreUnavailable
+    when its object store cannot be read now (webhooks.rawstore.raw_bytes)."""
     envelope = Envelope(
         mail_from=message.mail_from,
         rcpt_to=list(rcpt_to),
@@ -98,8 +108,25 @@ def message_payload(
         arc=message.arc_result or None,
     )
     raw = rawstore.raw_bytes(message)
-    links = attachments.links_for(webhook=webhook, message=message) if webhook else None
-    return build_payload(raw, envelope=envelope, auth=auth, simulated=simulated, links=links)
+    links = None
+    if webhook is not None and webhook.payload_format == PayloadFormat.CONDUIT:
+        links = attachments.links_for(webhook=webhook, message=message)
+    return formats.Source(
+        raw=bytes(raw), envelope=envelope, auth=auth, simulated=simulated, links=links
+    )
+
+
+def message_payload(
+    *,
+    message: InboundMessage,
+    rcpt_to: list[str],
+    simulated: bool,
+    webhook: Webhook | None = None,
+) -> dict:
+    """The default payload of one delivery of a stored message (message_source's)."""
+    return message_source(
+        message=message, rcpt_to=rcpt_to, simulated=simulated, webhook=webhook
+    ).payload
 
 
 @dataclass(frozen=True)
@@ -137,17 +164,28 @@ def _not_sent(error: str, *, kind: outbound.ErrorKind) -> SendResult:
     return SendResult(attempt=failed, attempted_at=timezone.now())
 
 
-def send(*, webhook: Webhook, payload: dict, webhook_message_id: str) -> SendResult:
-    """Render, sign and POST one payload: the one code path for real and simulated sends."""
+def send(*, webhook: Webhook, source: formats.Source, webhook_message_id: str) -> SendResult:
+    """Render in the webhook's format, sign and POST one delivery: the one code
+    path for real and simulated sends."""
     attempted_at = timezone.now()
+    options = formats.Options(
+        template=webhook.payload_template,
+        mailgun_signing_key=webhook.mailgun_signing_key,
+        authserv_id=settings.CONDUIT_MX_HOST,
+        event_id=webhook_message_id,
+    )
     try:
-        body, content_type = render_payload(
-            template=webhook.payload_template or None, payload=payload
-        )
+        rendered = formats.render(webhook.payload_format, source, options)
     except TemplateRenderProblem as exc:
         message = f"The payload template failed to render: {exc}"
         return _not_sent(message, kind=outbound.ErrorKind.TEMPLATE)
-    headers = dict(webhook.custom_headers or {})
+    body = rendered.body
+    headers: dict[str, str | bytes] = dict(webhook.custom_headers or {})
+    headers.update(rendered.headers)
+    if webhook.target_auth:
+        # The credentials of the target URL as given (stored apart from it).
+        token = base64.b64encode(webhook.target_auth.encode("utf-8")).decode("ascii")
+        headers["Authorization"] = f"Basic {token}"
     headers.update(
         signature_headers(
             secret=webhook.secret,
@@ -156,7 +194,7 @@ def send(*, webhook: Webhook, payload: dict, webhook_message_id: str) -> SendRes
             body=body,
         )
     )
-    headers["Content-Type"] = content_type
+    headers["Content-Type"] = rendered.content_type
     result = outbound.post(
         url=webhook.target_url,
         body=body,
@@ -194,6 +232,7 @@ def attempt_log(
         sender=sender,
         smtp_message_id=smtp_message_id,
         simulated=simulated,
+        payload_format=webhook.payload_format,
     )
 
 
@@ -385,7 +424,7 @@ def deliver(*, delivery_id: uuid.UUID) -> str:
     if delivery is None:
         return "skipped"
     try:
-        payload = message_payload(
+        source = message_source(
             message=delivery.message,
             rcpt_to=delivery.rcpt_to,
             simulated=False,
@@ -393,7 +432,7 @@ def deliver(*, delivery_id: uuid.UUID) -> str:
         )
         sent = send(
             webhook=delivery.webhook,
-            payload=payload,
+            source=source,
             webhook_message_id=delivery.webhook_message_id,
         )
     except rawstore.RawMessageGone:

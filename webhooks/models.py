@@ -9,6 +9,17 @@ from django.db.models import Q
 from conduit.fields import EncryptedTextField
 
 
+class PayloadFormat(models.TextChoices):
+    """The shape of a webhook's POST body (webhooks/formats.py builds each)."""
+
+    CONDUIT = "conduit"  # the default JSON payload, or the webhook's template
+    RAW = "raw"  # the original message as message/rfc822
+    MULTIPART = "multipart"  # multipart/form-data: fields and file parts
+    POSTMARK = "postmark"  # Postmark's inbound webhook JSON
+    MAILGUN = "mailgun"  # Mailgun's forward() route POST, signed
+    SENDGRID = "sendgrid"  # SendGrid's Inbound Parse POST
+
+
 class Webhook(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     account = models.ForeignKey(
@@ -19,11 +30,21 @@ class Webhook(models.Model):
     name = models.CharField(max_length=100, blank=True)
     # Lower-case `local@domain`, or `*@domain` for a catch-all; unique service-wide.
     address = models.CharField(max_length=320, unique=True)
+    # Stored without credentials: a URL's `user:password@` goes to target_auth.
     target_url = models.URLField(max_length=2048)
+    # "user:password" from the target URL as given (sent as Authorization:
+    # Basic), encrypted like the secret; null when the URL had none. Never shown.
+    target_auth = EncryptedTextField(null=True, blank=True)
     # Encrypted at rest (conduit/crypto.py): a database copy alone cannot sign.
     secret = EncryptedTextField()
     custom_headers = models.JSONField(default=dict, blank=True)
     payload_template = models.TextField(blank=True)
+    payload_format = models.CharField(
+        max_length=20, choices=PayloadFormat.choices, default=PayloadFormat.CONDUIT
+    )
+    # The key Mailgun-format deliveries are signed with (timestamp/token/signature),
+    # generated when the format is chosen; null for other formats until then.
+    mailgun_signing_key = EncryptedTextField(null=True, blank=True)
     rate_limit = models.PositiveIntegerField(
         default=0, help_text="Deliveries per minute; 0 = no limit"
     )
@@ -236,6 +257,13 @@ class DeliveryLog(models.Model):
     sender = models.CharField(max_length=320, blank=True)
     smtp_message_id = models.CharField(max_length=998, blank=True)
     simulated = models.BooleanField(default=False)
+    # The webhook's payload_format when the attempt was made.
+    payload_format = models.CharField(
+        max_length=20,
+        choices=PayloadFormat.choices,
+        default=PayloadFormat.CONDUIT,
+        db_default=PayloadFormat.CONDUIT,
+    )
 
     class Meta:
         indexes = [models.Index(fields=["webhook", "-attempted_at", "-id"], name="log_page_idx")]

@@ -3,11 +3,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from conduit import strict
 from webhooks import recovery, retention, validation
-from webhooks.models import Delivery, DeliveryLog, RecoveryJob, Webhook
+from webhooks.models import Delivery, DeliveryLog, PayloadFormat, RecoveryJob, Webhook
 from webhooks.signing import mask_secret
 from webhooks.templating import TemplateSyntaxProblem, validate_template
 
@@ -26,8 +27,42 @@ ATTACHMENT_LINK_HELP = (
     "Bytes. Attachments larger than this are delivered as an expiring signed link "
     "(`content_url`) instead of base64 `content`; null: always inline."
 )
+PAYLOAD_FORMAT_HELP = (
+    'What the target receives (README, "Payload formats"): `conduit` (default), the JSON '
+    "payload of the published schema or what `payload_template` renders it to; `raw`, the "
+    "original message as `message/rfc822`, the envelope and authentication results in "
+    "`X-Conduit-Mail-From`, `X-Conduit-Rcpt-To`, `X-Conduit-Client-Ip`, `X-Conduit-Helo`, "
+    "`X-Conduit-Authentication-Results` (RFC 8601) and `X-Conduit-Simulated` headers; "
+    "`multipart`, `multipart/form-data` with the payload's fields as form fields (objects "
+    "and lists as JSON) and each attachment a file part `attachment-<n>`; `postmark`, "
+    "`mailgun`, `sendgrid`, the inbound webhook POSTs of those services, field for field "
+    "(`mailgun` signed with `mailgun_signing_key`). Basic-auth credentials in `target_url` "
+    "(`https://user:password@host/`) are sent as `Authorization: Basic` in any format. "
+    "The Standard Webhooks headers are sent in every format. A template needs `conduit`."
+)
+MAILGUN_KEY_HELP = (
+    "The key Mailgun-format deliveries are signed with (Mailgun's timestamp/token/signature "
+    "HMAC-SHA256, what a Mailgun receiver verifies with its HTTP webhook signing key). Give "
+    "your receiver's key, or leave it out: it is generated when `payload_format` becomes "
+    "`mailgun`."
+)
+TARGET_URL_HELP = (
+    "http(s) URL the messages are POSTed to. Basic-auth credentials in it "
+    "(`https://user:password@host/path`) are sent as `Authorization: Basic` and stored "
+    "encrypted; responses show the password as `****`, and a URL sent back that way keeps "
+    "it. Credentials need https (outside development)."
+)
+
+
 # How much of a target's answer a message's attempts show (up to 20 KB is kept).
 RESPONSE_EXCERPT = 1000
+
+
+@extend_schema_field(serializers.ChoiceField(choices=PayloadFormat.choices))
+class PayloadFormatField(strict.CharField):
+    """A payload format's name. An unknown one is refused by the service
+    (422 ``unknown_payload_format``, listing the known ones), not here, so that
+    its answer has a code of its own."""
 
 
 class _WebhookFieldsSerializer(serializers.Serializer):
@@ -37,7 +72,7 @@ class _WebhookFieldsSerializer(serializers.Serializer):
     address = strict.CharField(
         max_length=320, help_text="`name@domain` on a verified or public domain, or `*@domain`."
     )
-    target_url = strict.CharField(max_length=2048)
+    target_url = strict.CharField(max_length=2048, help_text=TARGET_URL_HELP)
     secret = strict.CharField(
         max_length=200,
         required=False,
@@ -50,6 +85,10 @@ class _WebhookFieldsSerializer(serializers.Serializer):
     )
     payload_template = strict.CharField(
         max_length=MAX_TEMPLATE, required=False, allow_blank=True, trim_whitespace=False
+    )
+    payload_format = PayloadFormatField(required=False, help_text=PAYLOAD_FORMAT_HELP)
+    mailgun_signing_key = strict.CharField(
+        min_length=16, max_length=200, required=False, help_text=MAILGUN_KEY_HELP
     )
     rate_limit = serializers.IntegerField(
         min_value=0, max_value=1_000_000, required=False, help_text="Per minute; 0 = no limit"
@@ -110,6 +149,13 @@ class _WebhookFieldsSerializer(serializers.Serializer):
             raise serializers.ValidationError(str(exc)) from None
         return value
 
+    def validate_mailgun_signing_key(self, value: str) -> str:
+        if not value.isascii() or not value.isprintable() or " " in value:
+            raise serializers.ValidationError(
+                "The signing key must be printable ASCII without spaces, as Mailgun's are."
+            )
+        return value
+
     def validate_payload_template(self, value: str) -> str:
         try:
             validate_template(value)
@@ -141,6 +187,14 @@ class WebhookResponseSerializer(serializers.ModelSerializer):
     secret = serializers.SerializerMethodField(
         help_text="Whole in the create response only; masked afterwards."
     )
+    target_url = serializers.SerializerMethodField(help_text=TARGET_URL_HELP)
+    payload_format = serializers.ChoiceField(
+        choices=PayloadFormat.choices, read_only=True, help_text=PAYLOAD_FORMAT_HELP
+    )
+    mailgun_signing_key = serializers.SerializerMethodField(
+        help_text="Whole in the response that created it only (create, or the update that "
+        "chose `mailgun`); masked afterwards; null when there is none."
+    )
     custom_headers = serializers.DictField(child=strict.CharField(), read_only=True)
     paused = serializers.BooleanField(
         read_only=True,
@@ -160,6 +214,8 @@ class WebhookResponseSerializer(serializers.ModelSerializer):
             "secret",
             "custom_headers",
             "payload_template",
+            "payload_format",
+            "mailgun_signing_key",
             "rate_limit",
             "smtp_security_policy_id",
             "active",
@@ -180,6 +236,16 @@ class WebhookResponseSerializer(serializers.ModelSerializer):
 
     def get_secret(self, obj: Webhook) -> str:
         return obj.secret if self.context.get("show_secret") else mask_secret(obj.secret)
+
+    def get_target_url(self, obj: Webhook) -> str:
+        return validation.url_with_credentials(obj.target_url, obj.target_auth)
+
+    @extend_schema_field({"type": "string", "nullable": True})
+    def get_mailgun_signing_key(self, obj: Webhook) -> str | None:
+        key = obj.mailgun_signing_key
+        if not key or self.context.get("show_mailgun_signing_key"):
+            return key or None
+        return mask_secret(key)
 
 
 class DeliveryLogResponseSerializer(serializers.ModelSerializer):
@@ -207,8 +273,12 @@ class DeliveryLogResponseSerializer(serializers.ModelSerializer):
             "sender",
             "smtp_message_id",
             "simulated",
+            "payload_format",
         ]
         read_only_fields = fields
+        extra_kwargs = {
+            "payload_format": {"help_text": "The webhook's payload format at this attempt."}
+        }
 
     def to_representation(self, instance: DeliveryLog) -> dict:
         # Written out by hand: logs are listed 50 at a time on a hot endpoint,
@@ -224,6 +294,7 @@ class DeliveryLogResponseSerializer(serializers.ModelSerializer):
             "sender": instance.sender,
             "smtp_message_id": instance.smtp_message_id,
             "simulated": instance.simulated,
+            "payload_format": instance.payload_format,
         }
 
 

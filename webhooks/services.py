@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Q
@@ -15,17 +16,18 @@ from accounts.services import audit_record
 from conduit.errors import Conflict, Gone, NotFound, ServiceUnavailable, Unprocessable
 from domains.models import Domain
 from policies.models import SmtpSecurityPolicy
-from webhooks import delivery, rawstore, recovery, selectors, storage
+from webhooks import delivery, formats, rawstore, recovery, selectors, storage, validation
 from webhooks.compose import build_simulated_message
 from webhooks.models import (
     AccountMessage,
     Delivery,
     DeliveryLog,
     InboundMessage,
+    PayloadFormat,
     RecoveryJob,
     Webhook,
 )
-from webhooks.payload import AuthResults, Envelope, build_payload
+from webhooks.payload import AuthResults, Envelope
 from webhooks.signing import generate_secret
 
 ADDRESS_TAKEN = "This address already has a webhook; choose another address."
@@ -35,6 +37,7 @@ _AUDITED_FIELDS = [
     "target_url",
     "custom_headers",
     "payload_template",
+    "payload_format",
     "rate_limit",
     "smtp_security_policy_id",
     "active",
@@ -45,7 +48,6 @@ _AUDITED_FIELDS = [
 # Copied as given on update (the serializers validated them).
 _PLAIN_FIELDS = (
     "name",
-    "target_url",
     "custom_headers",
     "payload_template",
     "rate_limit",
@@ -82,6 +84,51 @@ def _policy_for_account(*, account: Account, policy_id: uuid.UUID) -> SmtpSecuri
     return policy
 
 
+def _set_target(webhook: Webhook, url: str, *, allow_http_credentials: bool) -> None:
+    """Store the target URL apart from its credentials (target_auth, encrypted). A URL
+    given back as shown (its password ``****``) keeps the stored password."""
+    bare, auth = validation.split_credentials(url)
+    if auth is not None and urlsplit(url).scheme == "http" and not allow_http_credentials:
+        message = (
+            "The target URL carries basic-auth credentials over plain http, where anyone on "
+            "the way can read them; use an https URL."
+        )
+        raise Unprocessable(
+            message, code="credentials_need_https", details={"target_url": [message]}
+        )
+    if auth is not None and webhook.target_auth:
+        username, _, password = auth.partition(":")
+        kept_username = webhook.target_auth.partition(":")[0]
+        if password == validation.MASKED_PASSWORD and username == kept_username:
+            auth = webhook.target_auth
+    webhook.target_url = bare
+    webhook.target_auth = auth
+
+
+def _check_payload_format(webhook: Webhook) -> None:
+    """The format is a known one and goes with the rest; a Mailgun-format webhook
+    gets a signing key if it has none."""
+    if webhook.payload_format not in formats.FORMATS:
+        known = ", ".join(formats.FORMATS)
+        message = f"'{webhook.payload_format}' is not a payload format; use one of: {known}."
+        raise Unprocessable(
+            message, code="unknown_payload_format", details={"payload_format": [message]}
+        )
+    if webhook.payload_template and webhook.payload_format != PayloadFormat.CONDUIT:
+        message = (
+            f"A payload template shapes the conduit format only and does not combine with "
+            f"'{webhook.payload_format}'; remove the template (payload_template: \"\") or "
+            "use payload_format conduit."
+        )
+        raise Unprocessable(
+            message,
+            code="template_needs_conduit_format",
+            details={"payload_template": [message], "payload_format": [message]},
+        )
+    if webhook.payload_format == PayloadFormat.MAILGUN and not webhook.mailgun_signing_key:
+        webhook.mailgun_signing_key = formats.generate_mailgun_signing_key()
+
+
 def _save_unique(webhook: Webhook, **kwargs: object) -> None:
     try:
         with transaction.atomic():
@@ -91,7 +138,11 @@ def _save_unique(webhook: Webhook, **kwargs: object) -> None:
         raise Conflict(ADDRESS_TAKEN) from None
 
 
-def webhook_create(*, account: Account, data: dict, ip: str | None) -> Webhook:
+def webhook_create(
+    *, account: Account, data: dict, ip: str | None, allow_http_credentials: bool = False
+) -> Webhook:
+    """A new webhook; ``allow_http_credentials`` (development) lets a plain-http
+    target URL carry basic-auth credentials."""
     address = data["address"]
     domain = _domain_for_address(account=account, address=address)
     if Webhook.objects.filter(address=address).exists():
@@ -102,10 +153,11 @@ def webhook_create(*, account: Account, data: dict, ip: str | None) -> Webhook:
         domain=domain,
         name=data.get("name", ""),
         address=address,
-        target_url=data["target_url"],
         secret=data.get("secret") or generate_secret(),
         custom_headers=data.get("custom_headers", {}),
         payload_template=data.get("payload_template", ""),
+        payload_format=data.get("payload_format", PayloadFormat.CONDUIT),
+        mailgun_signing_key=data.get("mailgun_signing_key") or None,
         rate_limit=data.get("rate_limit", 0),
         smtp_security_policy=(
             _policy_for_account(account=account, policy_id=policy_id) if policy_id else None
@@ -115,6 +167,8 @@ def webhook_create(*, account: Account, data: dict, ip: str | None) -> Webhook:
         delete_raw_when_delivered=data.get("delete_raw_when_delivered", False),
         attachment_link_threshold=data.get("attachment_link_threshold"),
     )
+    _set_target(webhook, data["target_url"], allow_http_credentials=allow_http_credentials)
+    _check_payload_format(webhook)
     # The webhook and its audit entry stand or fall together: no change the
     # audit log does not show, no entry for a change that did not happen.
     with transaction.atomic():
@@ -129,9 +183,12 @@ def webhook_create(*, account: Account, data: dict, ip: str | None) -> Webhook:
     return webhook
 
 
-def webhook_update(*, webhook: Webhook, data: dict, ip: str | None) -> Webhook:
+def webhook_update(
+    *, webhook: Webhook, data: dict, ip: str | None, allow_http_credentials: bool = False
+) -> Webhook:
     account = webhook.account
     before = {field: getattr(webhook, field) for field in _AUDITED_FIELDS}
+    before_auth, before_key = webhook.target_auth, webhook.mailgun_signing_key
     was_active = webhook.active
     if "address" in data and data["address"] != webhook.address:
         webhook.domain = _domain_for_address(account=account, address=data["address"])
@@ -141,6 +198,13 @@ def webhook_update(*, webhook: Webhook, data: dict, ip: str | None) -> Webhook:
     for field in _PLAIN_FIELDS:
         if field in data:
             setattr(webhook, field, data[field])
+    if "target_url" in data:
+        _set_target(webhook, data["target_url"], allow_http_credentials=allow_http_credentials)
+    if "payload_format" in data:
+        webhook.payload_format = data["payload_format"]
+    if data.get("mailgun_signing_key"):
+        webhook.mailgun_signing_key = data["mailgun_signing_key"]
+    _check_payload_format(webhook)
     if data.get("secret"):
         webhook.secret = data["secret"]
     if data.get("clear_security_policy"):
@@ -156,6 +220,10 @@ def webhook_update(*, webhook: Webhook, data: dict, ip: str | None) -> Webhook:
     changed = sorted(f for f in _AUDITED_FIELDS if getattr(webhook, f) != before[f])
     if data.get("secret"):
         changed.append("secret")
+    if webhook.target_auth != before_auth:
+        changed.append("target_credentials")
+    if webhook.mailgun_signing_key != before_key:
+        changed.append("mailgun_signing_key")
     # One transaction: the change, the held deliveries made due and the audit
     # entry stand or fall together, and the sweep that sends those deliveries
     # runs only once they are committed (it would not see them before).
@@ -241,14 +309,14 @@ def webhook_simulate(*, webhook: Webhook, mail_from: str, subject: str, text: st
     raw = build_simulated_message(
         mail_from=mail_from, to=to, subject=subject, text=text, message_id=message_id
     )
-    payload = build_payload(
-        raw,
+    source = formats.Source(
+        raw=raw,
         envelope=Envelope(mail_from=mail_from, rcpt_to=[to], client_ip=None, helo=None),
         auth=AuthResults(),
         simulated=True,
     )
     sent = delivery.send(
-        webhook=webhook, payload=payload, webhook_message_id=f"msg_sim_{uuid.uuid4().hex}"
+        webhook=webhook, source=source, webhook_message_id=f"msg_sim_{uuid.uuid4().hex}"
     )
     log = delivery.attempt_log(
         webhook=webhook, sent=sent, sender=mail_from, smtp_message_id=message_id, simulated=True

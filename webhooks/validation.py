@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from urllib.parse import urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from policies.checks import normalise_domain_name
 from webhooks.targets import refusal_for_host
@@ -60,6 +60,32 @@ def split_address(value: str) -> tuple[str, str]:
     return local, normalise_domain_name(domain)
 
 
+MASKED_PASSWORD = "****"
+"""What a target URL's password is shown as; sent back unchanged, it keeps the stored one."""
+
+
+def split_credentials(url: str) -> tuple[str, str | None]:
+    """``(url without userinfo, "user:password" or None)``, percent-decoded: the
+    basic-auth credentials of a target URL, which are stored apart from it."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None
+    host = parts.netloc.rpartition("@")[2]
+    bare = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return bare, f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+
+
+def url_with_credentials(url: str, auth: str | None, *, masked: bool = True) -> str:
+    """The target URL as shown: the username back in it, the password as ****."""
+    if not auth:
+        return url
+    username, _, password = auth.partition(":")
+    secret = MASKED_PASSWORD if masked else quote(password, safe="")
+    parts = urlsplit(url)
+    netloc = f"{quote(username, safe='')}:{secret}@{parts.netloc}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
 def check_target_url(
     url: str, *, allow_http: bool, allow_private: bool = False, name_setting: bool = False
 ) -> None:
@@ -86,8 +112,10 @@ def check_target_url(
         raise ValueError("The target URL must be an absolute http(s) URL")
     if parts.scheme == "http" and not allow_http:
         raise ValueError("The target URL must use https")
-    if parts.username or parts.password:
-        raise ValueError("Put credentials in custom_headers, not in the URL")
+    if (parts.username or parts.password) and ":" not in parts.netloc.rpartition("@")[0]:
+        raise ValueError(
+            "The target URL has a user name but no password: write https://user:password@host/"
+        )
     if port == 0:
         raise ValueError("The target URL's port must be between 1 and 65535")
     if not allow_private:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET
@@ -95,9 +96,13 @@ class WebhooksView(APIView):
         serializer = CreateWebhookRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         webhook = services.webhook_create(
-            account=request.user, data=serializer.validated_data, ip=client_ip(request)
+            account=request.user,
+            data=serializer.validated_data,
+            ip=client_ip(request),
+            allow_http_credentials=settings.DEBUG,
         )
-        body = WebhookResponseSerializer(webhook, context={"show_secret": True}).data
+        context = {"show_secret": True, "show_mailgun_signing_key": True}
+        body = WebhookResponseSerializer(webhook, context=context).data
         return Response(body, status=status.HTTP_201_CREATED)
 
 
@@ -137,10 +142,16 @@ class WebhookView(APIView):
         webhook = selectors.get_webhook_for_account(account=request.user, webhook_id=id)
         serializer = UpdateWebhookRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        key_before = webhook.mailgun_signing_key
         webhook = services.webhook_update(
-            webhook=webhook, data=serializer.validated_data, ip=client_ip(request)
+            webhook=webhook,
+            data=serializer.validated_data,
+            ip=client_ip(request),
+            allow_http_credentials=settings.DEBUG,
         )
-        return Response(WebhookResponseSerializer(webhook).data)
+        # A signing key made (or given) by this request is shown whole, once.
+        context = {"show_mailgun_signing_key": webhook.mailgun_signing_key != key_before}
+        return Response(WebhookResponseSerializer(webhook, context=context).data)
 
     @extend_schema(
         operation_id="deleteWebhook",

@@ -396,7 +396,7 @@ def test_it_counts_a_crash_as_an_attempt(webhook, monkeypatch):
     def explode(**kwargs):
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(delivery, "message_payload", explode)
+    monkeypatch.setattr(delivery, "message_source", explode)
     accept(webhook)
     delivery.deliver(delivery_id=only_delivery().id)
     d = only_delivery()

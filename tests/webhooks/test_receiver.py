@@ -19,6 +19,9 @@ from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from tests.delivery_fixtures import SECRET, make_webhook
 from webhooks import delivery
+from webhooks.compose import build_simulated_message
+from webhooks.formats import Source
+from webhooks.payload import AuthResults, Envelope
 from webhooks.signing import SignatureProblem, generate_secret, signature_headers, verify
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,9 +118,17 @@ def receiver_factory() -> Iterator:
 def post_signed(receiver: Receiver, alice, alice_domain) -> delivery.SendResult:
     """A real delivery from Conduit: rendered, signed and POSTed by the delivery engine."""
     webhook = make_webhook(alice, alice_domain, receiver.url + "hook")
-    payload = {"envelope": {"mail_from": "sender@example.net", "rcpt_to": [webhook.address]}}
-    payload["subject"] = "Hello from the quickstart"
-    return delivery.send(webhook=webhook, payload=payload, webhook_message_id="msg_quickstart")
+    raw = build_simulated_message(
+        mail_from="sender@example.net",
+        to=webhook.address,
+        subject="Hello from the quickstart",
+        text="Hello.",
+    )
+    envelope = Envelope(
+        mail_from="sender@example.net", rcpt_to=[webhook.address], client_ip=None, helo=None
+    )
+    source = Source(raw=raw, envelope=envelope, auth=AuthResults())
+    return delivery.send(webhook=webhook, source=source, webhook_message_id="msg_quickstart")
 
 
 @pytest.mark.django_db
@@ -134,7 +145,7 @@ def test_it_prints_a_delivery_and_verifies_its_signature(
     assert lines[2] == (
         "    from sender@example.net to inbox@alice.example: 'Hello from the quickstart'"
     )
-    assert '      "subject": "Hello from the quickstart"' in lines
+    assert '      "subject": "Hello from the quickstart",' in lines
     assert lines[-1] == "<-- 200"
 
 
