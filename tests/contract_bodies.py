@@ -240,6 +240,9 @@ _RAW_AND_LINKS = {
     "raw_retention_days": INT,
     "delete_raw_when_delivered": BOOL,
     "attachment_link_threshold": INT,
+    # The body's shape (README, "Payload formats") and the Mailgun format's signing key.
+    "payload_format": S,
+    "mailgun_signing_key": S,
 }
 
 # What Conduit documents beyond the reference, and why.
@@ -253,6 +256,8 @@ DOCUMENTED_EXTRAS: dict[str, dict[str, str]] = {
     "WebhookResponse": {"paused": BOOL, "paused_at": DATETIME, **_RAW_AND_LINKS},
     "CreateWebhookRequest": _RAW_AND_LINKS,
     "UpdateWebhookRequest": _RAW_AND_LINKS,
+    # Which payload format each attempt was sent in.
+    "DeliveryLogResponse": {"payload_format": S},
     # DMARC as an SMTP policy requirement (docs/payload.md, "What the envelope and the
     # headers prove").
     "SmtpSecurityPolicyResponse": {"require_dmarc": BOOL},

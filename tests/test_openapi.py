@@ -62,7 +62,10 @@ def operations(schema: dict) -> dict[str, tuple[str, str, dict]]:
 
 
 def resolve(schema: dict, node: dict) -> dict:
-    while "$ref" in node:
+    while "$ref" in node or len(node.get("allOf", ())) == 1:
+        if "allOf" in node:  # a described enum: {"allOf": [{"$ref": ...}], "description"}
+            node = node["allOf"][0]
+            continue
         name = node["$ref"].removeprefix("#/components/schemas/")
         node = schema["components"]["schemas"][name]
     return node
