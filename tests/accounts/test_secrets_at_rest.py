@@ -88,7 +88,10 @@ def test_it_rotates_keys_with_reencrypt_secrets(alice, alice_api, hook, settings
     settings.CONDUIT_ENCRYPTION_KEYS = [KEY_2, KEY_1]  # the new key first, the old one kept
     assert Webhook.objects.get(pk=hook.pk).secret == SECRET
     call_command("reencrypt_secrets")
-    assert "webhooks.Webhook: 1 row(s) re-encrypted (secret)" in capsys.readouterr().out
+    assert (
+        "webhooks.Webhook: 1 row(s) re-encrypted (target_auth, secret, mailgun_signing_key)"
+        in capsys.readouterr().out
+    )
 
     settings.CONDUIT_ENCRYPTION_KEYS = [KEY_2]  # the old key gone
     with pytest.raises(InvalidToken):

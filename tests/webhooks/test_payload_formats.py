@@ -8,14 +8,17 @@ import email.policy
 import hashlib
 import hmac
 import json
+from email.message import EmailMessage
 
 import pytest
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from accounts.models import AuditLogEntry
 from tests.delivery_fixtures import SECRET, accept, make_webhook
-from webhooks import delivery, signing
+from webhooks import delivery, formats, signing
+from webhooks.formats import Source
 from webhooks.models import Delivery, DeliveryLog, Webhook
+from webhooks.payload import AuthResults, Envelope
 
 pytestmark = pytest.mark.django_db
 
@@ -289,3 +292,96 @@ def test_mailgun_deliveries_are_signed_with_the_webhooks_key(
     ).hexdigest()
     assert form["signature"] == expected
     assert form["recipient"] == "inbox@alice.example"
+
+
+# --- multipart, as a web framework parses it -------------------------------------------
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+PDF = b"%PDF-1.4\n" + bytes(range(255, -1, -1)) * 8
+
+
+def attachment_message() -> bytes:
+    message = EmailMessage(policy=email.policy.SMTP)
+    message["From"] = "Zoë <zoe@example.net>"
+    message["To"] = "inbox@alice.example, Bob <bob@example.com>"
+    message["Subject"] = "Grüße"
+    message.set_content("Hallo\n")
+    message.add_alternative('<p>Hallo <img src="cid:logo@x"></p>', subtype="html")
+    message.get_payload()[1].add_related(
+        PNG, "image", "png", cid="<logo@x>", filename="logo.png", disposition="inline"
+    )
+    message.add_attachment(PDF, "application", "pdf", filename="Résumé.pdf")
+    return message.as_bytes()
+
+
+def test_multipart_is_form_fields_and_file_parts(
+    alice, alice_domain, httpserver, delivery_settings
+):
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    hook = make_webhook(
+        alice, alice_domain, httpserver.url_for("/hook"), payload_format="multipart"
+    )
+    accept(hook, raw=attachment_message())
+    delivery.deliver(delivery_id=Delivery.objects.get().id)
+    request = received(httpserver)  # parsed by werkzeug, as Flask would
+    verify_standard_webhooks(request)
+    form, files = request.form, request.files
+    assert form["subject"] == "Grüße"
+    assert form["text"] == "Hallo\n"
+    assert json.loads(form["from"]) == {"address": "zoe@example.net", "name": "Zoë"}
+    assert [a["address"] for a in json.loads(form["to"])] == [
+        "inbox@alice.example",
+        "bob@example.com",
+    ]
+    assert json.loads(form["envelope"])["rcpt_to"] == ["inbox@alice.example"]
+    assert json.loads(form["authentication"])["spf"] == "pass"
+    assert form["simulated"] == "false"
+    assert form["attachment-count"] == "2"
+    entries = json.loads(form["attachments"])
+    assert [(e["field"], e["filename"], e["content_id"]) for e in entries] == [
+        ("attachment-1", "logo.png", "logo@x"),
+        ("attachment-2", "Résumé.pdf", None),
+    ]
+    assert all("content" not in e for e in entries)
+    assert files["attachment-1"].filename == "logo.png"
+    assert files["attachment-1"].mimetype == "image/png"
+    assert files["attachment-1"].read() == PNG
+    assert files["attachment-2"].filename == "Résumé.pdf"
+    assert files["attachment-2"].read() == PDF
+
+
+# --- The verdicts, as raw's header writes them -------------------------------------------
+
+
+def test_authentication_results_name_every_check_made():
+    source = Source(
+        raw=b"Subject: x\r\n\r\nx\r\n",
+        envelope=Envelope(
+            mail_from="bob@example.net", rcpt_to=["a@b.example"], client_ip=None, helo="mx"
+        ),
+        auth=AuthResults(
+            spf="pass",
+            dkim=["example.net", "esp.example"],
+            smtp_auth_user="bob",
+            dmarc={"result": "pass", "domain": "example.net", "policy": "reject"},
+            arc="none",
+        ),
+    )
+    assert formats.authentication_results(source, authserv_id="mx.test") == (
+        "mx.test; spf=pass smtp.mailfrom=bob@example.net; dkim=pass header.d=example.net; "
+        "dkim=pass header.d=esp.example; dmarc=pass (p=reject) header.from=example.net; "
+        "arc=none; auth=pass smtp.auth=bob"
+    )
+
+
+def test_raw_sends_a_non_latin1_address_as_utf8():
+    source = Source(
+        raw=b"Subject: x\r\n\r\nx\r\n",
+        envelope=Envelope(
+            mail_from="δοκιμή@example.gr", rcpt_to=["a@b"], client_ip=None, helo=None
+        ),
+        auth=AuthResults(),
+    )
+    rendered = formats.raw(source, formats.Options())
+    assert rendered.body == b"Subject: x\r\n\r\nx\r\n"
+    assert rendered.headers["X-Conduit-Mail-From"] == "δοκιμή@example.gr".encode()
