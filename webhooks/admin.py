@@ -17,7 +17,16 @@ from django.utils.text import Truncator
 from conduit.admin import ReadOnlyAdminMixin
 from conduit.errors import ApiError
 from conduit.net import client_ip
-from webhooks import delivery, formats, rawstore, recovery, retention, selectors, services
+from webhooks import (
+    delivery,
+    formats,
+    rawstore,
+    recovery,
+    retention,
+    selectors,
+    services,
+    validation,
+)
 from webhooks.models import (
     Delivery,
     DeliveryLog,
@@ -121,6 +130,17 @@ class WebhookAdminForm(forms.ModelForm):
         problem = retention.retention_problem(value)
         if problem:
             raise forms.ValidationError(problem)
+        return value
+
+    def clean_target_url(self) -> str:
+        # Credentials go through the API, which stores them encrypted (target_auth);
+        # typed here they would sit in target_url in the clear.
+        value = self.cleaned_data["target_url"]
+        if validation.split_credentials(value)[1] is not None:
+            raise forms.ValidationError(
+                "Leave credentials out of the URL here; the account sets them through the API "
+                "(updateWebhook), which keeps them encrypted."
+            )
         return value
 
     def clean(self) -> dict:

@@ -11,10 +11,13 @@ import json
 from email.message import EmailMessage
 
 import pytest
+from django.test import Client
 from standardwebhooks.webhooks import Webhook as StandardWebhook
 
 from accounts.models import AuditLogEntry
 from tests.delivery_fixtures import SECRET, accept, make_webhook
+from tests.factories import AccountFactory
+from tests.webhooks.test_retention import _admin_form
 from webhooks import delivery, formats, signing
 from webhooks.formats import Source
 from webhooks.models import Delivery, DeliveryLog, Webhook
@@ -385,3 +388,34 @@ def test_raw_sends_a_non_latin1_address_as_utf8():
     rendered = formats.raw(source, formats.Options())
     assert rendered.body == b"Subject: x\r\n\r\nx\r\n"
     assert rendered.headers["X-Conduit-Mail-From"] == "δοκιμή@example.gr".encode()
+
+
+# --- The admin -------------------------------------------------------------------------
+
+
+def test_an_operator_chooses_a_format_in_the_admin_and_sees_no_secret(webhook):
+    webhook.target_auth = "conduit:s3cret"
+    webhook.save()
+    operator = AccountFactory(email="ops@conduit.email", is_staff=True, is_superuser=True)
+    client = Client()
+    client.force_login(operator)
+    url = f"/admin/webhooks/webhook/{webhook.id}/change/"
+    page = client.get(url).content.decode()
+    assert "s3cret" not in page and SECRET not in page
+    data = _admin_form(client, webhook)
+
+    data["payload_format"] = "mailgun"
+    assert client.post(url, data).status_code == 302
+    webhook.refresh_from_db()
+    assert webhook.payload_format == "mailgun"
+    assert len(webhook.mailgun_signing_key) == 64
+    assert webhook.mailgun_signing_key not in client.get(url).content.decode()
+
+    data.update(payload_format="raw", payload_template='{"s": 1}')
+    r = client.post(url, data)
+    assert "conduit format only" in str(r.context["adminform"].form.errors["payload_template"])
+    data.update(payload_template="", target_url="https://u:p@hooks.example.com/in")
+    r = client.post(url, data)
+    assert "Leave credentials out" in str(r.context["adminform"].form.errors["target_url"])
+    webhook.refresh_from_db()
+    assert webhook.payload_format == "mailgun"
