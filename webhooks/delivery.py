@@ -179,6 +179,8 @@ def send(*, webhook: Webhook, source: formats.Source, webhook_message_id: str) -
     except TemplateRenderProblem as exc:
         message = f"The payload template failed to render: {exc}"
         return _not_sent(message, kind=outbound.ErrorKind.TEMPLATE)
+    except formats.FormatProblem as exc:
+        return _not_sent(str(exc), kind=outbound.ErrorKind.TEMPLATE)  # final, like a template
     body = rendered.body
     headers: dict[str, str | bytes] = dict(webhook.custom_headers or {})
     headers.update(rendered.headers)

@@ -68,6 +68,10 @@ _POSTMARK_OWN_FIELDS = frozenset(
 )
 
 
+class FormatProblem(ValueError):
+    """The webhook lacks what its format needs; the message says what to set."""
+
+
 @dataclass(frozen=True)
 class Source:
     """One delivery's message: the original bytes and what the SMTP session knew.
@@ -114,7 +118,8 @@ class Rendered:
 
 def render(payload_format: str, source: Source, options: Options) -> Rendered:
     """The body of ``source`` in ``payload_format`` (one of FORMATS). A failing template
-    raises webhooks.templating.TemplateRenderProblem."""
+    raises webhooks.templating.TemplateRenderProblem, a webhook missing what its format
+    needs FormatProblem."""
     return _BUILDERS[payload_format](source, options)
 
 
@@ -331,7 +336,10 @@ def mailgun_signature(*, signing_key: str, timestamp: str, token: str) -> str:
 def mailgun(source: Source, options: Options) -> Rendered:
     """Mailgun's forward() route POST ("fully parsed"), signed with the webhook's key."""
     if not options.mailgun_signing_key:
-        raise ValueError("The mailgun format needs the webhook's mailgun_signing_key")
+        raise FormatProblem(
+            "The mailgun format signs with the webhook's mailgun_signing_key and it has none; "
+            "set one (updateWebhook)."
+        )
     payload = source.payload
     envelope = source.envelope
     timestamp = str(int(time.time()))

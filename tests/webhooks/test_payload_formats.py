@@ -419,3 +419,13 @@ def test_an_operator_chooses_a_format_in_the_admin_and_sees_no_secret(webhook):
     assert "Leave credentials out" in str(r.context["adminform"].form.errors["target_url"])
     webhook.refresh_from_db()
     assert webhook.payload_format == "mailgun"
+
+
+def test_a_mailgun_webhook_without_a_key_logs_what_to_set(
+    alice_api, alice, alice_domain, httpserver, delivery_settings
+):
+    hook = make_webhook(alice, alice_domain, httpserver.url_for("/hook"), payload_format="mailgun")
+    result = simulate(alice_api, hook)
+    assert result["http_status"] is None
+    assert "set one (updateWebhook)" in result["error"]
+    assert not httpserver.log
