@@ -140,15 +140,35 @@ class ReceivedBody:
     template_error: str | None
 
 
-def received_body(*, webhook: Webhook, payload: dict) -> ReceivedBody:
-    """The body ``send`` would POST for ``payload`` to ``webhook``, rendered the same way."""
-    if not webhook.payload_template:
+# Formats whose body is shown as text on the message page (the form-data ones carry
+# attachments' bytes; their fields are the payload's).
+_TEXT_FORMATS = frozenset({PayloadFormat.RAW, PayloadFormat.POSTMARK})
+
+
+def received_body(
+    *, webhook: Webhook, source: formats.Source, webhook_message_id: str = ""
+) -> ReceivedBody:
+    """The body ``send`` would POST for ``source`` to ``webhook``, rendered the same way:
+    its template's output, or the body of a format other than conduit shown as text
+    (raw, postmark) or described by its content type only (multipart, mailgun, sendgrid)."""
+    payload = source.payload
+    payload_format = webhook.payload_format
+    if payload_format == PayloadFormat.CONDUIT and not webhook.payload_template:
         return ReceivedBody(payload, JSON_CONTENT_TYPE, None, None)
-    try:
-        body, content_type = render_payload(template=webhook.payload_template, payload=payload)
-    except TemplateRenderProblem as exc:
-        return ReceivedBody(payload, None, None, str(exc))
-    return ReceivedBody(payload, content_type, body.decode("utf-8", "replace"), None)
+    if payload_format == PayloadFormat.CONDUIT:
+        try:
+            body, content_type = render_payload(template=webhook.payload_template, payload=payload)
+        except TemplateRenderProblem as exc:
+            return ReceivedBody(payload, None, None, str(exc))
+        return ReceivedBody(payload, content_type, body.decode("utf-8", "replace"), None)
+    if payload_format not in _TEXT_FORMATS:
+        content_type = "multipart/form-data"
+        return ReceivedBody(payload, content_type, None, None)
+    options = formats.Options(authserv_id=settings.CONDUIT_MX_HOST, event_id=webhook_message_id)
+    rendered = formats.render(payload_format, source, options)
+    return ReceivedBody(
+        payload, rendered.content_type, rendered.body.decode("utf-8", "replace"), None
+    )
 
 
 def _not_sent(error: str, *, kind: outbound.ErrorKind) -> SendResult:

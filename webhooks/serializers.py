@@ -511,7 +511,10 @@ class MessageDeliveryResponseSerializer(MessageDeliveryStateSerializer):
         allow_null=True,
         read_only=True,
         help_text="With a payload template: the body it renders to, with the webhook's current "
-        "template. null without one (the body is `payload` as JSON) or once purged.",
+        "template; in the `raw` and `postmark` formats, the body sent, as text. null for the "
+        "`conduit` format without a template (the body is `payload` as JSON), for the "
+        "form-data formats (`multipart`, `mailgun`, `sendgrid`: their fields are `payload`'s) "
+        "and once purged.",
     )
     template_error = serializers.CharField(
         allow_null=True, read_only=True, help_text="Why the template failed to render, if it did."

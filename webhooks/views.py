@@ -650,10 +650,13 @@ def _message_detail(view: AccountMessage) -> dict:
     for item in selectors.message_deliveries(view=view):
         received = None
         if raw is not None:
-            payload = delivery.message_payload(
+            source = delivery.message_source(
                 message=message, rcpt_to=item.rcpt_to, simulated=False, webhook=item.webhook
             )
-            received = delivery.received_body(webhook=item.webhook, payload=payload)
+            received = delivery.received_body(
+                webhook=item.webhook, source=source, webhook_message_id=item.webhook_message_id
+            )
+            payload = received.payload
             headers = headers or {name: payload[name] for name in _HEADER_FIELDS}
         rcpt_to.extend(item.rcpt_to)
         items.append(

@@ -17,6 +17,7 @@ from standardwebhooks.webhooks import Webhook as StandardWebhook
 from accounts.models import AuditLogEntry
 from tests.delivery_fixtures import SECRET, accept, make_webhook
 from tests.factories import AccountFactory
+from tests.webhooks.test_messages_api import store
 from tests.webhooks.test_retention import _admin_form
 from webhooks import delivery, formats, signing
 from webhooks.formats import Source
@@ -429,3 +430,35 @@ def test_a_mailgun_webhook_without_a_key_logs_what_to_set(
     assert result["http_status"] is None
     assert "set one (updateWebhook)" in result["error"]
     assert not httpserver.log
+
+
+# --- The message page shows what each format received ------------------------------
+
+
+def test_the_message_page_shows_each_formats_body(
+    alice, alice_api, alice_domain, httpserver, delivery_settings
+):
+    hooks = [
+        make_webhook(
+            alice,
+            alice_domain,
+            httpserver.url_for(f"/{name}"),
+            address=f"{name}@alice.example",
+            payload_format=name,
+        )
+        for name in ("raw", "postmark", "sendgrid")
+    ]
+    for hook in hooks:
+        httpserver.expect_request(f"/{hook.payload_format}").respond_with_data("ok")
+    stored = store(*hooks)
+    for delivery_id in stored.delivery_ids:
+        delivery.deliver(delivery_id=delivery_id)
+    sent = {request.path: request.get_data() for request, _ in httpserver.log}
+
+    page = alice_api.get(f"/api/v1/messages/{stored.message_id}").json()
+    shown = {d["webhook_id"]: d for d in page["deliveries"]}
+    raw, postmark, sendgrid = (shown[str(hook.id)] for hook in hooks)
+    assert raw["body"] == sent["/raw"].decode() and raw["content_type"] == "message/rfc822"
+    assert json.loads(postmark["body"]) == json.loads(sent["/postmark"])
+    assert sendgrid["body"] is None and sendgrid["content_type"] == "multipart/form-data"
+    assert sendgrid["payload"]["subject"] == "Hello there"
