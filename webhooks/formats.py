@@ -259,6 +259,9 @@ def postmark(source: Source, options: Options) -> Rendered:
             "Value": authentication_results(source, authserv_id=options.authserv_id),
         }
     )
+    # As Postmark does: the envelope recipients the headers do not name were Bcc'd.
+    named = {a["address"].lower() for a in payload["to"] + payload["cc"]}
+    bcc = [{"address": r, "name": ""} for r in envelope.rcpt_to if r.lower() not in named]
     attachments = []
     for index, (entry, data) in enumerate(_attachments(payload), start=1):
         item = {
@@ -279,8 +282,8 @@ def postmark(source: Source, options: Options) -> Rendered:
         "ToFull": [_postmark_address(a) for a in payload["to"]],
         "Cc": _address_list(payload["cc"]),
         "CcFull": [_postmark_address(a) for a in payload["cc"]],
-        "Bcc": "",
-        "BccFull": [],
+        "Bcc": _address_list(bcc),
+        "BccFull": [_postmark_address(a) for a in bcc],
         "OriginalRecipient": recipient,
         "Subject": payload["subject"],
         "MessageID": str(uuid.uuid5(uuid.NAMESPACE_URL, options.event_id)),

@@ -83,7 +83,13 @@ class WebhooksView(APIView):
         "rendered on the default payload's fields, with a `json` filter; the body is sent "
         "as application/json when the result parses as JSON, else as text/plain. "
         "`rate_limit` is deliveries per minute (0 = unlimited); deliveries over it wait, "
-        "they are never dropped.",
+        "they are never dropped. `payload_format` chooses the body's shape: `conduit` "
+        "(default), `raw`, `multipart`, or Postmark's, Mailgun's or SendGrid's inbound POST "
+        "(`postmark`, `mailgun`, `sendgrid`), so a receiver written for one of those keeps "
+        "working; a `mailgun` webhook's `mailgun_signing_key` is generated when omitted and "
+        "returned whole in this response only. Basic-auth credentials in `target_url` are "
+        "sent as `Authorization: Basic` and never shown again. 422 codes of their own: "
+        "`unknown_payload_format`, `template_needs_conduit_format`, `credentials_need_https`.",
         request=CreateWebhookRequestSerializer,
         responses={
             201: OpenApiResponse(WebhookResponseSerializer, description="Webhook created"),

@@ -222,3 +222,25 @@ def test_raw_format_gives_the_original_bytes_from_a_real_smtp_session(hooks_api,
     assert got["headers"]["X-Conduit-Rcpt-To"] == "inbox@alice.example"
     assert got["headers"]["X-Conduit-Helo"] == "sender.example"
     assert got["headers"]["X-Conduit-Authentication-Results"] == "mx.conduit.email; none"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_several_envelope_recipients_reach_postmark_as_bcc_from_a_real_smtp_session(
+    hooks_api, receiver, ingress
+):
+    webhook = create_webhook(
+        hooks_api,
+        address="*@alice.example",
+        target_url=receiver.url("/anymail/postmark/inbound/"),
+        payload_format="postmark",
+    )
+    with ingress.smtp() as smtp:
+        smtp.sendmail("sender@example.net", ["inbox@alice.example", "hidden@alice.example"], RAW)
+    (pending,) = Delivery.objects.filter(webhook=webhook)
+    assert pending.rcpt_to == ["inbox@alice.example", "hidden@alice.example"]
+    delivery.deliver(delivery_id=pending.id)
+    assert DeliveryLog.objects.get().http_status == 200
+    got = receiver.last()
+    assert_the_message(got)
+    assert header(got, "Bcc") == ["hidden@alice.example"]
+    assert got["fields"]["OriginalRecipient"] == "inbox@alice.example"
