@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "domains",
     "policies",
     "webhooks",
+    "notifications",
     "ingress",
 ]
 
@@ -281,6 +282,25 @@ CONDUIT_WORKER_HEARTBEAT_FILE = env_str(
 CONDUIT_WORKER_HEARTBEAT_INTERVAL = env_float("CONDUIT_WORKER_HEARTBEAT_INTERVAL", 5.0, minimum=0.1)
 CONDUIT_WORKER_HEARTBEAT_MAX_AGE = env_float("CONDUIT_WORKER_HEARTBEAT_MAX_AGE", 60.0, minimum=1.0)
 
+# --- Notifications (notifications/, webhooks/health.py) -------------------
+# A webhook is "failing" (webhook_failing) after this many failed attempts in a row.
+CONDUIT_NOTIFY_FAILING_AFTER = env_int("CONDUIT_NOTIFY_FAILING_AFTER", 3, minimum=1)
+# A webhook whose every attempt failed for this long is deactivated, as a 410
+# does (webhook_deactivated); 0: never for this reason.
+CONDUIT_DEACTIVATE_FAILING_AFTER_HOURS = env_int(
+    "CONDUIT_DEACTIVATE_FAILING_AFTER_HOURS", 5 * 24, minimum=0
+)
+# Notices wait this many seconds before they are sent: a recovery within it
+# cancels the failure notices, and several notices become one digest mail.
+CONDUIT_NOTIFY_DIGEST_SECONDS = env_float("CONDUIT_NOTIFY_DIGEST_SECONDS", 60.0, minimum=0.0)
+# The shortest interval an account may choose between two notices of one
+# event about one webhook or domain (its default is 60 minutes).
+CONDUIT_NOTIFY_MIN_INTERVAL_MINUTES = env_int("CONDUIT_NOTIFY_MIN_INTERVAL_MINUTES", 5, minimum=1)
+# Verified domains' MX and TXT are checked again this often, at most this many
+# domains per run of the check (every 10 minutes): two DNS queries each.
+CONDUIT_DNS_RECHECK_HOURS = env_int("CONDUIT_DNS_RECHECK_HOURS", 24, minimum=1)
+CONDUIT_DNS_RECHECK_BATCH = env_int("CONDUIT_DNS_RECHECK_BATCH", 50, minimum=1)
+
 # --- Celery ---------------------------------------------------------------
 # Seconds between two looks at an empty file-system queue (embedded default only).
 CONDUIT_BROKER_POLL_INTERVAL = env_float("CONDUIT_BROKER_POLL_INTERVAL", 0.05, minimum=0.01)
@@ -362,6 +382,11 @@ CELERY_BEAT_SCHEDULE = {
     # Recoveries whose next step was lost (webhooks/recovery.py) are stepped again.
     "resume-recoveries": {"task": "webhooks.tasks.resume_recoveries", "schedule": 30.0},
     "purge-audit-log": {"task": "accounts.tasks.purge_audit_log", "schedule": 6 * 3600.0},
+    # Notices whose sending task was lost; webhooks that expect mail and got
+    # none; verified domains' DNS, a batch at a time (notifications/).
+    "send-notifications": {"task": "notifications.tasks.send_due", "schedule": 60.0},
+    "check-silent-webhooks": {"task": "notifications.tasks.check_silence", "schedule": 600.0},
+    "recheck-domains-dns": {"task": "notifications.tasks.recheck_domains", "schedule": 600.0},
 }
 
 # --- Email ----------------------------------------------------------------
@@ -445,6 +470,7 @@ SPECTACULAR_SETTINGS = {
         {"name": "Webhooks", "description": "Webhook management and delivery logs"},
         {"name": "2FA", "description": "Two-factor authentication"},
         {"name": "API Tokens", "description": "Long-lived API token management"},
+        {"name": "Notifications", "description": "Alerts when a webhook or domain needs you"},
     ],
 }
 

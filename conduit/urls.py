@@ -8,6 +8,7 @@ api_v1 = [
     path("", include("domains.urls")),
     path("", include("policies.urls")),
     path("", include("webhooks.urls")),
+    path("", include("notifications.urls")),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi"),
     path("docs", SpectacularSwaggerView.as_view(url_name="openapi"), name="api-docs"),
 ]

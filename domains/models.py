@@ -35,6 +35,10 @@ class Domain(models.Model):
         default=False,
         help_text="Any account may put webhook addresses on a public domain. Set by operators.",
     )
+    # The periodic re-check of a verified domain's MX and TXT (domains.services.
+    # domain_recheck): when it last ran, and what it found wrong (empty: nothing).
+    dns_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    dns_problem = models.TextField(blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

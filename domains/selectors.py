@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime, timedelta
 
-from django.db.models import Q, QuerySet
+from django.conf import settings
+from django.db.models import F, Q, QuerySet
 
 from accounts.models import Account
 from conduit.errors import NotFound
@@ -29,3 +31,15 @@ def get_domain_for_account(
     if domain is None:
         raise NotFound("No domain with this id.")
     return domain
+
+
+def domains_due_for_recheck(*, now: datetime, limit: int) -> list[Domain]:
+    """Verified domains whose DNS was not checked for CONDUIT_DNS_RECHECK_HOURS,
+    never-checked first, at most ``limit``: what bounds the queries sent to DNS."""
+    stale = now - timedelta(hours=settings.CONDUIT_DNS_RECHECK_HOURS)
+    return list(
+        Domain.objects.filter(verified=True)
+        .filter(Q(dns_checked_at__isnull=True) | Q(dns_checked_at__lte=stale))
+        .select_related("account")
+        .order_by(F("dns_checked_at").asc(nulls_first=True), "id")[:limit]
+    )

@@ -165,6 +165,33 @@ def _mark_verified(*, domain: Domain, ip: str | None, action: str, **audit: obje
     return mine
 
 
+def domain_recheck(*, domain: Domain, resolver: dns.resolver.Resolver | None = None) -> str:
+    """Check a verified domain's MX and TXT again; the problem it newly has, if any.
+
+    Returns the message of the checks that now fail when the domain was fine
+    before (the account is told once, not at every re-check), else "". A check
+    that could not complete (DNS timed out) says nothing about the records: the
+    domain keeps its state and is tried again at the next run. Verification is
+    not taken back: mail still routes by the name, and the owner decides.
+    """
+    failures = check_domain_ownership(
+        domain=domain.name,
+        token=domain.verification_token,
+        mx_host=settings.CONDUIT_MX_HOST,
+        mx_priority=MX_PRIORITY,
+        resolver=resolver or dns_resolver(),
+    )
+    now = timezone.now()
+    if any(failure.reason == "timeout" for failure in failures):
+        Domain.objects.filter(id=domain.id).update(dns_checked_at=now)
+        return ""
+    problem = " ".join(f"{f.check.upper()} check failed: {f.message}." for f in failures)
+    newly = bool(problem) and not domain.dns_problem
+    Domain.objects.filter(id=domain.id).update(dns_checked_at=now, dns_problem=problem)
+    domain.dns_checked_at, domain.dns_problem = now, problem
+    return problem if newly else ""
+
+
 def domain_delete(*, domain: Domain, ip: str | None) -> None:
     # Webhooks whose addresses use the domain go with it (their FK cascades).
     with transaction.atomic():

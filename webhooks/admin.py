@@ -212,7 +212,16 @@ class WebhookAdmin(admin.ModelAdmin):
     list_select_related = ["account"]
     ordering = ["-created_at"]
     # Pausing goes through the actions (audited), not the form.
-    readonly_fields = ["id", "paused_at", "recover", "log_count", "created_at", "updated_at"]
+    readonly_fields = [
+        "id",
+        "paused_at",
+        "recover",
+        "log_count",
+        "consecutive_failures",
+        "failing_since",
+        "created_at",
+        "updated_at",
+    ]
     # Secrets are never shown: the signing secret, the target URL's credentials
     # (target_url is stored without them), the Mailgun signing key.
     exclude = ["secret", "target_auth", "mailgun_signing_key"]

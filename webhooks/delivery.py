@@ -39,6 +39,7 @@ from conduit.logs import log_ids
 from webhooks import (
     attachments,
     formats,
+    health,
     outbound,
     ratelimit,
     rawstore,
@@ -59,6 +60,8 @@ logger = logging.getLogger(__name__)
 # ingress) the signature falls back to send_task.
 DELIVER_TASK = "webhooks.tasks.deliver"
 DELIVER_MANY_TASK = "webhooks.tasks.deliver_many"
+# What the notifications (an app above this one) are told through, also by name.
+WEBHOOK_EVENT_TASK = "notifications.tasks.webhook_event"
 
 # Retries sooner than this are queued with a countdown; later ones wait for the sweep.
 COUNTDOWN_LIMIT = timedelta(seconds=60)
@@ -408,12 +411,14 @@ def _record(*, delivery: Delivery, sent: SendResult) -> None:
         delivery=delivery,
         attempt=attempts,
     )
-    storage.record_attempt(log=log, update=state.update, deactivate=state.deactivate)
+    recorded = storage.record_attempt(log=log, update=state.update, deactivate=state.deactivate)
     metrics.delivery_attempted(status=state.update["status"], duration_ms=log.duration_ms)
     _log_if_failed(delivery, state)
     if state.countdown is not None:
         enqueue(delivery_id=delivery.id, countdown=state.countdown)
     delivered = state.update.get("status") == Delivery.Status.DELIVERED
+    if recorded.streak is not None:
+        _announce(delivery=delivery, state=state, recorded=recorded, delivered=delivered)
     if delivered and delivery.webhook.delete_raw_when_delivered:
         # Only for webhooks that ask for it: the usual delivery runs no query here.
         retention.purge_if_delivered(message_id=delivery.message_id)
@@ -438,6 +443,68 @@ def _log_if_failed(delivery: Delivery, state: NextState) -> None:
         "will retry" if status == Delivery.Status.PENDING else "giving up",
         extra=_ids(delivery),
     )
+
+
+def _announce(
+    *, delivery: Delivery, state: NextState, recorded: storage.Recorded, delivered: bool
+) -> None:
+    """Tell the account what this attempt changed (webhooks/health.py): decided
+    from the streak the recording statement returned, so the usual delivered
+    attempt of a healthy webhook runs no query here. A webhook failing every
+    attempt for longer than CONDUIT_DEACTIVATE_FAILING_AFTER_HOURS is
+    switched off, as a 410 does."""
+    streak = recorded.streak
+    assert streak is not None
+    now = timezone.now()
+    events = health.attempt_events(
+        streak=streak,
+        delivered=delivered,
+        gave_up=state.update.get("status") == Delivery.Status.FAILED,
+        failing_after=settings.CONDUIT_NOTIFY_FAILING_AFTER,
+    )
+    deactivated = recorded.deactivated
+    reason = state.deactivate
+    hours = settings.CONDUIT_DEACTIVATE_FAILING_AFTER_HOURS
+    limit = timedelta(hours=hours) if hours else None
+    if not deactivated and health.failing_too_long(streak=streak, now=now, limit=limit):
+        reason = (
+            f"Every delivery attempt failed for more than {hours} hours "
+            f"(since {streak.failing_since:%Y-%m-%d %H:%M:%S} UTC)"
+        )
+        deactivated = storage.deactivate_webhook(
+            webhook_id=delivery.webhook_id, reason=reason, now=now
+        )
+    if deactivated:
+        events.append(health.Event.WEBHOOK_DEACTIVATED)
+    if not events:
+        return
+    facts = {
+        "delivery_id": str(delivery.id),
+        "message_id": str(delivery.message_id),
+        "consecutive_failures": streak.failures_before if delivered else streak.failures,
+        "failing_since": (streak.failing_since.isoformat() if streak.failing_since else None),
+        "last_error": state.update.get("last_error", "") or "",
+        "reason": reason,
+        "at": now.isoformat(),
+    }
+    for event in events:
+        publish_event(event=event, webhook_id=delivery.webhook_id, facts=facts)
+
+
+def publish_event(*, event: health.Event, webhook_id: uuid.UUID, facts: dict[str, Any]) -> None:
+    """Hand a webhook's event to the notifications (their task, by name), once
+    what raised it is committed. Lost with the broker (logged): the account
+    misses one notice, the delivery itself loses nothing."""
+
+    def publish() -> None:
+        try:
+            celery_app.signature(WEBHOOK_EVENT_TASK).apply_async(
+                kwargs={"event": str(event), "webhook_id": str(webhook_id), "facts": facts}
+            )
+        except Exception:
+            logger.warning("Could not queue the %s notice of webhook %s", event, webhook_id)
+
+    storage.after_commit(publish)
 
 
 def deliver(*, delivery_id: uuid.UUID) -> str:

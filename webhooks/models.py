@@ -79,6 +79,19 @@ class Webhook(models.Model):
     paused_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Kept with every log write so that listing logs never needs COUNT(*).
     log_count = models.BigIntegerField(default=0, editable=False)
+    # Failure accounting (webhooks/health.py): written by the statement that
+    # records each attempt (storage.record_attempt), together with log_count, so
+    # knowing that a webhook fails or recovered costs a delivery no query.
+    # Failed attempts in a row (reset by a success) and since when.
+    consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
+    failing_since = models.DateTimeField(null=True, blank=True, editable=False)
+    # "Expect mail every N hours": the account is told (mail_silent) when none
+    # arrived for that long. Null: no expectation, nothing is checked.
+    expect_mail_every_hours = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Hours without mail before the account is told; empty: off",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -23,6 +23,13 @@ DELETE_WHEN_DELIVERED_HELP = (
     "true: drop the raw message as soon as every delivery of it succeeded (when all the "
     "webhooks it went to ask for this); a message that failed keeps `raw_retention_days`."
 )
+EXPECT_MAIL_HELP = (
+    "Hours: when no mail reaches the webhook for this long, the account is told "
+    "(`mail_silent`, once per silent stretch); at least 1, at most 8760 (a year); null: off "
+    "(the default)."
+)
+# Below an hour a quiet lunch break would page somebody.
+MIN_EXPECT_MAIL_HOURS = 1
 ATTACHMENT_LINK_HELP = (
     "Bytes. Attachments larger than this are delivered as an expiring signed link "
     "(`content_url`) instead of base64 `content`; null: always inline."
@@ -110,6 +117,17 @@ class _WebhookFieldsSerializer(serializers.Serializer):
         max_value=2**31 - 1,
         help_text=ATTACHMENT_LINK_HELP,
     )
+    expect_mail_every_hours = serializers.IntegerField(
+        required=False, allow_null=True, max_value=24 * 365, help_text=EXPECT_MAIL_HELP
+    )
+
+    def validate_expect_mail_every_hours(self, value: int | None) -> int | None:
+        if value is not None and value < MIN_EXPECT_MAIL_HOURS:
+            raise serializers.ValidationError(
+                f"{value} is below one hour: give whole hours from {MIN_EXPECT_MAIL_HOURS} "
+                "(e.g. 24 for a daily report), or null to turn the silence check off."
+            )
+        return value
 
     def validate_raw_retention_days(self, value: int | None) -> int | None:
         problem = retention.retention_problem(value)
@@ -224,11 +242,24 @@ class WebhookResponseSerializer(serializers.ModelSerializer):
             "raw_retention_days",
             "delete_raw_when_delivered",
             "attachment_link_threshold",
+            "expect_mail_every_hours",
+            "failing_since",
+            "consecutive_failures",
             "created_at",
             "updated_at",
         ]
         read_only_fields = fields
         extra_kwargs = {
+            "expect_mail_every_hours": {"help_text": EXPECT_MAIL_HELP},
+            "failing_since": {
+                "help_text": "When the current run of failed attempts began; null while the "
+                "last attempt succeeded."
+            },
+            "consecutive_failures": {
+                "help_text": "Failed attempts in a row; 0 after a success. At "
+                "CONDUIT_NOTIFY_FAILING_AFTER (default 3) the account is told "
+                "(`webhook_failing`)."
+            },
             "raw_retention_days": {"help_text": RAW_RETENTION_HELP},
             "delete_raw_when_delivered": {"help_text": DELETE_WHEN_DELIVERED_HELP},
             "attachment_link_threshold": {"help_text": ATTACHMENT_LINK_HELP},

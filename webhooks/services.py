@@ -44,6 +44,7 @@ _AUDITED_FIELDS = [
     "raw_retention_days",
     "delete_raw_when_delivered",
     "attachment_link_threshold",
+    "expect_mail_every_hours",
 ]
 # Copied as given on update (the serializers validated them).
 _PLAIN_FIELDS = (
@@ -54,6 +55,7 @@ _PLAIN_FIELDS = (
     "raw_retention_days",
     "delete_raw_when_delivered",
     "attachment_link_threshold",
+    "expect_mail_every_hours",
 )
 
 
@@ -166,6 +168,7 @@ def webhook_create(
         raw_retention_days=data.get("raw_retention_days"),
         delete_raw_when_delivered=data.get("delete_raw_when_delivered", False),
         attachment_link_threshold=data.get("attachment_link_threshold"),
+        expect_mail_every_hours=data.get("expect_mail_every_hours"),
     )
     _set_target(webhook, data["target_url"], allow_http_credentials=allow_http_credentials)
     _check_payload_format(webhook)

@@ -38,6 +38,7 @@ from django.db.models import Exists, F, Model, OuterRef, Q
 
 from accounts.models import Account
 from conduit import dbconn
+from webhooks.health import Streak
 from webhooks.models import (
     AccountMessage,
     Delivery,
@@ -558,35 +559,72 @@ def lock_webhook(webhook_id: uuid.UUID) -> None:
 # --- Recording an attempt ----------------------------------------------------------
 
 
-def record_attempt(*, log: DeliveryLog, update: dict[str, Any], deactivate: str = "") -> None:
-    """Write an attempt's log row, count it on its webhook and move its delivery
-    to the new state (``update``: field name → value), all or nothing. With
-    ``deactivate`` (a 410's reason) the webhook is switched off in the same
-    transaction. A simulated attempt has no delivery and an empty ``update``."""
+@dataclass(frozen=True)
+class Recorded:
+    """What recording an attempt changed on its webhook: the failure streak
+    (None for a simulation, which does not count) and whether this attempt's
+    410 switched an active webhook off."""
+
+    streak: Streak | None
+    deactivated: bool = False
+
+
+def record_attempt(*, log: DeliveryLog, update: dict[str, Any], deactivate: str = "") -> Recorded:
+    """Write an attempt's log row, count it on its webhook, keep the webhook's
+    failure streak (webhooks/health.py) and move its delivery to the new state
+    (``update``: field name → value), all or nothing. With ``deactivate`` (a
+    410's reason) the webhook is switched off in the same transaction. A
+    simulated attempt has no delivery and an empty ``update``, and leaves the
+    streak alone."""
     if _fast() and log.delivery_id is not None and not deactivate:
-        _record_in_one_statement(log=log, update=update)
-        return
+        return _record_in_one_statement(log=log, update=update)
     with transaction.atomic():
-        _record_with_orm(log=log, update=update, deactivate=deactivate)
+        return _record_with_orm(log=log, update=update, deactivate=deactivate)
 
 
-def _record_with_orm(*, log: DeliveryLog, update: dict[str, Any], deactivate: str = "") -> None:
+def _failed(update: dict[str, Any]) -> bool:
+    return update.get("status") != Delivery.Status.DELIVERED
+
+
+def _record_with_orm(*, log: DeliveryLog, update: dict[str, Any], deactivate: str = "") -> Recorded:
     log.save(force_insert=True)
-    Webhook.objects.filter(id=log.webhook_id).update(log_count=F("log_count") + 1)
-    if log.delivery_id is not None:
-        Delivery.objects.filter(id=log.delivery_id).update(**update)
+    hooks = Webhook.objects.filter(id=log.webhook_id)
+    if log.delivery_id is None:
+        hooks.update(log_count=F("log_count") + 1)
+        return Recorded(streak=None)
+    # Locked: two attempts of one webhook finishing at once both count.
+    before, since = (
+        hooks.select_for_update().values_list("consecutive_failures", "failing_since").get()
+    )
+    if _failed(update):
+        streak = Streak(before, before + 1, since or log.attempted_at)
+    else:
+        streak = Streak(before, 0, None)
+    hooks.update(
+        log_count=F("log_count") + 1,
+        consecutive_failures=streak.failures,
+        failing_since=streak.failing_since,
+    )
+    Delivery.objects.filter(id=log.delivery_id).update(**update)
+    deactivated = False
     if deactivate:
-        Webhook.objects.filter(id=log.webhook_id).update(
-            active=False, deactivated_reason=deactivate, updated_at=update["updated_at"]
+        deactivated = bool(
+            hooks.filter(active=True).update(
+                active=False, deactivated_reason=deactivate, updated_at=update["updated_at"]
+            )
         )
+    return Recorded(streak=streak, deactivated=deactivated)
 
 
-def _record_in_one_statement(*, log: DeliveryLog, update: dict[str, Any]) -> None:
+def _record_in_one_statement(*, log: DeliveryLog, update: dict[str, Any]) -> Recorded:
     """What _record_with_orm writes (the log row, the webhook's log counter and
-    the delivery's new state) as one statement, so one round trip and atomic
-    without a transaction around it. The ORM would compile three statements
-    for it, which cost more CPU than the delivery's HTTP request. Every column
-    of the log row as the ORM would write it (defaults included), from _meta."""
+    failure streak, the delivery's new state) as one statement, so one round
+    trip and atomic without a transaction around it. The ORM would compile
+    four statements for it, which cost more CPU than the delivery's HTTP
+    request. Every column of the log row as the ORM would write it (defaults
+    included), from _meta. The webhook's row is locked by the statement
+    (``FOR UPDATE``) before its streak is read, so the count before this
+    attempt that it returns is the one this attempt changed."""
     quote = connection.ops.quote_name
     log_fields = DeliveryLog._meta.concrete_fields
     log_values = [f.get_db_prep_save(f.pre_save(log, add=True), connection) for f in log_fields]
@@ -595,20 +633,54 @@ def _record_in_one_statement(*, log: DeliveryLog, update: dict[str, Any]) -> Non
         f.get_db_prep_save(value, connection)
         for f, value in zip(delivery_fields, update.values(), strict=True)
     ]
+    hook_pk = quote(Webhook._meta.pk.column)
     log_count = quote(Webhook._meta.get_field("log_count").column)
+    failures = quote(Webhook._meta.get_field("consecutive_failures").column)
+    since_field = Webhook._meta.get_field("failing_since")
+    since = quote(since_field.column)
+    streak_params: list[Any] = []
+    if _failed(update):
+        streak = f"{failures} = old.failures + 1, {since} = COALESCE(hook.{since}, %s)"
+        streak_params.append(since_field.get_db_prep_save(log.attempted_at, connection))
+    else:
+        streak = f"{failures} = 0, {since} = NULL"
     assignments = ", ".join(f"{quote(f.column)} = %s" for f in delivery_fields)
     sql = (
         f"WITH new_log AS (INSERT INTO {quote(DeliveryLog._meta.db_table)} "  # noqa: S608
         f"({', '.join(quote(f.column) for f in log_fields)}) "
         f"VALUES ({', '.join(['%s'] * len(log_fields))})), "
-        f"counted AS (UPDATE {quote(Webhook._meta.db_table)} "
-        f"SET {log_count} = {log_count} + 1 WHERE {quote(Webhook._meta.pk.column)} = %s) "
-        f"UPDATE {quote(Delivery._meta.db_table)} SET {assignments} "
-        f"WHERE {quote(Delivery._meta.pk.column)} = %s"
+        f"moved AS (UPDATE {quote(Delivery._meta.db_table)} SET {assignments} "
+        f"WHERE {quote(Delivery._meta.pk.column)} = %s), "
+        f"old AS (SELECT {hook_pk} AS id, {failures} AS failures "
+        f"FROM {quote(Webhook._meta.db_table)} WHERE {hook_pk} = %s FOR UPDATE) "
+        f"UPDATE {quote(Webhook._meta.db_table)} AS hook "
+        f"SET {log_count} = hook.{log_count} + 1, {streak} "
+        f"FROM old WHERE hook.{hook_pk} = old.id "
+        f"RETURNING old.failures, hook.{failures}, hook.{since}"
     )
-    params = [*log_values, log.webhook_id, *delivery_values, log.delivery_id]
+    params = [
+        *log_values,
+        *delivery_values,
+        log.delivery_id,
+        log.webhook_id,
+        *streak_params,
+    ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:  # the webhook is gone (deleted meanwhile): nothing to tell
+        return Recorded(streak=None)
+    before, after, failing_since = row
+    return Recorded(streak=Streak(before, after, failing_since))
+
+
+def deactivate_webhook(*, webhook_id: uuid.UUID, reason: str, now: datetime) -> bool:
+    """Switch an active webhook off; False when it already was (someone else did)."""
+    return bool(
+        Webhook.objects.filter(id=webhook_id, active=True).update(
+            active=False, deactivated_reason=reason, updated_at=now
+        )
+    )
 
 
 # --- The sweep ---------------------------------------------------------------------
