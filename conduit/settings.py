@@ -459,6 +459,9 @@ SPECTACULAR_SETTINGS = {
         "RecoveryStateEnum": "webhooks.models.RecoveryJob.State",
         "RecoverableStatusEnum": "webhooks.recovery.RECOVERABLE_CHOICES",
         "PayloadFormatEnum": "webhooks.models.PayloadFormat",
+        "StatusEnum": "webhooks.serializers.DELIVERY_STATUSES",
+        "NotificationEventEnum": "notifications.models.EVENT_CHOICES",
+        "NotificationStatusEnum": "notifications.models.Notification.Status",
     },
     "AUTHENTICATION_WHITELIST": ["accounts.authentication.BearerTokenAuthentication"],
     "TAGS": [

@@ -38,7 +38,9 @@ class Domain(models.Model):
     # The periodic re-check of a verified domain's MX and TXT (domains.services.
     # domain_recheck): when it last ran, and what it found wrong (empty: nothing).
     dns_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
-    dns_problem = models.TextField(blank=True, editable=False)
+    # A database default too: processes still running the code before this
+    # field (during a deploy) insert domains without it.
+    dns_problem = models.TextField(blank=True, default="", db_default="", editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -12,6 +12,7 @@ from conduit.fields import EncryptedTextField
 from webhooks.health import Event
 
 EVENTS = [event.value for event in Event]
+EVENT_CHOICES = [(event, event) for event in EVENTS]
 DEFAULT_INTERVAL_MINUTES = 60
 
 
@@ -83,7 +84,7 @@ class Notification(models.Model):
         db_index=False,
         related_name="notifications",
     )
-    event = models.CharField(max_length=32, choices=[(e, e) for e in EVENTS])
+    event = models.CharField(max_length=32, choices=EVENT_CHOICES)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
     # One line for lists and the digest; the facts the mail and the JSON carry.
     summary = models.CharField(max_length=500)

@@ -6,7 +6,7 @@ from django.conf import settings
 from rest_framework import serializers
 
 from conduit import strict
-from notifications.models import EVENTS, Notification, NotificationSettings
+from notifications.models import EVENT_CHOICES, EVENTS, Notification, NotificationSettings
 from webhooks import validation
 from webhooks.signing import mask_secret
 
@@ -40,7 +40,7 @@ class UpdateNotificationSettingsRequestSerializer(serializers.Serializer):
         required=False, help_text="true: a new signing secret, returned in this response only."
     )
     events = serializers.ListField(
-        child=serializers.ChoiceField(choices=EVENTS), required=False, help_text=EVENTS_HELP
+        child=serializers.ChoiceField(choices=EVENT_CHOICES), required=False, help_text=EVENTS_HELP
     )
     interval_minutes = serializers.IntegerField(
         required=False,
@@ -80,11 +80,16 @@ class NotificationSettingsResponseSerializer(serializers.ModelSerializer):
     email = serializers.EmailField(
         source="account.email", read_only=True, help_text="Where notices are mailed."
     )
+    webhook_url = serializers.CharField(
+        read_only=True, help_text="The operational webhook's URL; empty when there is none."
+    )
     webhook_secret = serializers.SerializerMethodField(
         help_text="Signs the operational webhook's events (Standard Webhooks). Whole in the "
         "response that set a new URL or rotated it, masked afterwards; empty without a URL."
     )
-    events = serializers.ListField(child=serializers.CharField(), read_only=True)
+    events = serializers.ListField(
+        child=serializers.ChoiceField(choices=EVENT_CHOICES), read_only=True
+    )
 
     class Meta:
         model = NotificationSettings

@@ -244,6 +244,10 @@ _RAW_AND_LINKS = {
     "payload_format": S,
     "mailgun_signing_key": S,
 }
+# A webhook's silence window ("expect mail every N hours") and its failure
+# accounting, for the notifications (issue: know when something is wrong).
+_SILENCE = {"expect_mail_every_hours": INT}
+_FAILURES = {"failing_since": DATETIME, "consecutive_failures": INT}
 
 # What Conduit documents beyond the reference, and why.
 DOCUMENTED_EXTRAS: dict[str, dict[str, str]] = {
@@ -253,9 +257,15 @@ DOCUMENTED_EXTRAS: dict[str, dict[str, str]] = {
     "listAuditLog:parameters": {"page": INT, "page_size": INT},
     # A paused webhook accepts mail and holds its deliveries (pauseWebhook); raw
     # message retention and attachments delivered as links are chosen per webhook.
-    "WebhookResponse": {"paused": BOOL, "paused_at": DATETIME, **_RAW_AND_LINKS},
-    "CreateWebhookRequest": _RAW_AND_LINKS,
-    "UpdateWebhookRequest": _RAW_AND_LINKS,
+    "WebhookResponse": {
+        "paused": BOOL,
+        "paused_at": DATETIME,
+        **_RAW_AND_LINKS,
+        **_SILENCE,
+        **_FAILURES,
+    },
+    "CreateWebhookRequest": {**_RAW_AND_LINKS, **_SILENCE},
+    "UpdateWebhookRequest": {**_RAW_AND_LINKS, **_SILENCE},
     # Which payload format each attempt was sent in.
     "DeliveryLogResponse": {"payload_format": S},
     # DMARC as an SMTP policy requirement (docs/payload.md, "What the envelope and the
@@ -278,6 +288,9 @@ BEYOND_THE_CONTRACT = {
     "listRecoveries",
     "getRecovery",
     "cancelRecovery",
+    "getNotificationSettings",
+    "updateNotificationSettings",
+    "listNotifications",
 }
 
 # The reference's "any" for sign-in: the two shapes it may take (CONTRACT.md, 2FA).

@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-APPS = ("accounts", "conduit", "domains", "ingress", "policies", "webhooks")
+APPS = ("accounts", "conduit", "domains", "ingress", "notifications", "policies", "webhooks")
 
 
 def _modules() -> dict[str, Path]:

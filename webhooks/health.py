@@ -38,7 +38,9 @@ class Streak:
 
     failures_before: int
     failures: int
-    failing_since: datetime | None  # the streak's first failed attempt; None after a success
+    # The streak's first failed attempt: of the streak going on, or after a
+    # success, of the one it ended; None when there was none.
+    failing_since: datetime | None
 
 
 def attempt_events(

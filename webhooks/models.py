@@ -83,7 +83,8 @@ class Webhook(models.Model):
     # records each attempt (storage.record_attempt), together with log_count, so
     # knowing that a webhook fails or recovered costs a delivery no query.
     # Failed attempts in a row (reset by a success) and since when.
-    consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
+    # (A database default too, for processes still on the code before it.)
+    consecutive_failures = models.PositiveIntegerField(default=0, db_default=0, editable=False)
     failing_since = models.DateTimeField(null=True, blank=True, editable=False)
     # "Expect mail every N hours": the account is told (mail_silent) when none
     # arrived for that long. Null: no expectation, nothing is checked.

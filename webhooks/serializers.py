@@ -61,6 +61,8 @@ TARGET_URL_HELP = (
 )
 
 
+# A delivery's states as the API shows them (and the schema names: StatusEnum).
+DELIVERY_STATUSES = Delivery.Status.values
 # How much of a target's answer a message's attempts show (up to 20 KB is kept).
 RESPONSE_EXCERPT = 1000
 
@@ -403,7 +405,7 @@ class MessageListQuerySerializer(serializers.Serializer):
         required=False, help_text="Only messages delivered to this webhook of the account."
     )
     status = serializers.ChoiceField(
-        choices=Delivery.Status.values,
+        choices=DELIVERY_STATUSES,
         required=False,
         help_text="Only messages with a delivery (to the account's webhooks) in this state.",
     )
@@ -453,7 +455,7 @@ class MessageDeliveryStateSerializer(serializers.Serializer):
 
     id = serializers.UUIDField(read_only=True)
     webhook_id = serializers.UUIDField(read_only=True)
-    status = serializers.ChoiceField(choices=Delivery.Status.values, read_only=True)
+    status = serializers.ChoiceField(choices=DELIVERY_STATUSES, read_only=True)
     attempts = serializers.IntegerField(read_only=True)
     next_attempt_at = serializers.DateTimeField(allow_null=True, read_only=True)
 

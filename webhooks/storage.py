@@ -599,11 +599,11 @@ def _record_with_orm(*, log: DeliveryLog, update: dict[str, Any], deactivate: st
     if _failed(update):
         streak = Streak(before, before + 1, since or log.attempted_at)
     else:
-        streak = Streak(before, 0, None)
+        streak = Streak(before, 0, since)
     hooks.update(
         log_count=F("log_count") + 1,
         consecutive_failures=streak.failures,
-        failing_since=streak.failing_since,
+        failing_since=streak.failing_since if streak.failures else None,
     )
     Delivery.objects.filter(id=log.delivery_id).update(**update)
     deactivated = False
@@ -651,12 +651,12 @@ def _record_in_one_statement(*, log: DeliveryLog, update: dict[str, Any]) -> Rec
         f"VALUES ({', '.join(['%s'] * len(log_fields))})), "
         f"moved AS (UPDATE {quote(Delivery._meta.db_table)} SET {assignments} "
         f"WHERE {quote(Delivery._meta.pk.column)} = %s), "
-        f"old AS (SELECT {hook_pk} AS id, {failures} AS failures "
+        f"old AS (SELECT {hook_pk} AS id, {failures} AS failures, {since} AS since "
         f"FROM {quote(Webhook._meta.db_table)} WHERE {hook_pk} = %s FOR UPDATE) "
         f"UPDATE {quote(Webhook._meta.db_table)} AS hook "
         f"SET {log_count} = hook.{log_count} + 1, {streak} "
         f"FROM old WHERE hook.{hook_pk} = old.id "
-        f"RETURNING old.failures, hook.{failures}, hook.{since}"
+        f"RETURNING old.failures, hook.{failures}, COALESCE(hook.{since}, old.since)"
     )
     params = [
         *log_values,

@@ -197,7 +197,18 @@ class World:
                 "rate_limit": 5,
                 "smtp_security_policy_id": self.policy_id,
             },
-            "updateWebhook": {"clear_security_policy": True, "active": False, "rate_limit": 0},
+            "updateWebhook": {
+                "clear_security_policy": True,
+                "active": False,
+                "rate_limit": 0,
+                "expect_mail_every_hours": 24,
+            },
+            "updateNotificationSettings": {
+                "email_enabled": True,
+                "webhook_url": self.target_url,
+                "events": ["webhook_failing", "webhook_recovered"],
+                "interval_minutes": 30,
+            },
             "simulateWebhook": {"from": "a@example.net", "subject": "Hi", "text": "Hello"},
             "deleteAccount": {"confirm": True, "password": self.password},
         }
