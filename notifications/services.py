@@ -32,7 +32,7 @@ from domains.models import Domain
 from notifications import channels, notices, selectors
 from notifications.models import Notification, NotificationSettings
 from webhooks.health import Event
-from webhooks.models import Delivery, Webhook
+from webhooks.models import Delivery, DeliveryLog, Webhook
 from webhooks.signing import generate_secret
 
 logger = logging.getLogger(__name__)
@@ -251,10 +251,19 @@ def silence_check(*, now: datetime | None = None) -> list[Notification]:
     """Notices for webhooks that expect mail (``expect_mail_every_hours``) and
     got none for that long: one per silent stretch (a stretch starts at the
     last message, or at the webhook's creation). Paused and inactive webhooks
-    are left alone: their silence is the user's choice."""
+    are left alone: their silence is the user's choice.
+
+    The last message is read as the webhook's newest attempt that was not a
+    simulation: the newest entry of its log index (``log_page_idx``), one
+    index probe per webhook. Deliveries have no index by webhook and time,
+    and one would cost every message stored; an active, unpaused webhook's
+    mail is attempted within seconds of arriving (a failing webhook's retries
+    count as activity, but it is told of as failing already)."""
     now = now or timezone.now()
     last_mail = (
-        Delivery.objects.filter(webhook=OuterRef("pk")).order_by("-created_at").values("created_at")
+        DeliveryLog.objects.filter(webhook=OuterRef("pk"), simulated=False)
+        .order_by("-attempted_at", "-id")
+        .values("attempted_at")
     )
     hooks = (
         Webhook.objects.filter(

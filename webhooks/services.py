@@ -131,6 +131,17 @@ def _check_payload_format(webhook: Webhook) -> None:
         webhook.mailgun_signing_key = formats.generate_mailgun_signing_key()
 
 
+# What the delivery engine keeps on the row with every attempt (the log count,
+# the failure streak): an update writes every other field, never a copy of
+# these read before a worker changed them.
+_ENGINE_FIELDS = frozenset({"log_count", "consecutive_failures", "failing_since"})
+_USER_FIELDS = [
+    f.name
+    for f in Webhook._meta.concrete_fields
+    if not f.primary_key and f.name not in _ENGINE_FIELDS
+]
+
+
 def _save_unique(webhook: Webhook, **kwargs: object) -> None:
     try:
         with transaction.atomic():
@@ -231,8 +242,11 @@ def webhook_update(
     # entry stand or fall together, and the sweep that sends those deliveries
     # runs only once they are committed (it would not see them before).
     with transaction.atomic():
-        _save_unique(webhook)
+        _save_unique(webhook, update_fields=_USER_FIELDS)
         if webhook.active and not was_active:
+            # A reactivated webhook starts a new failure streak: the old one
+            # would switch it off again at its first failed attempt.
+            Webhook.objects.filter(id=webhook.id).update(consecutive_failures=0, failing_since=None)
             # Deliveries held while the webhook was inactive go out now.
             now = timezone.now()
             held = Delivery.objects.filter(webhook=webhook, status=Delivery.Status.PENDING)
@@ -245,6 +259,8 @@ def webhook_update(
             webhook_id=str(webhook.id),
             changed=changed,
         )
+    # The response shows the engine's counts as they are now, not as first read.
+    webhook.refresh_from_db(fields=sorted(_ENGINE_FIELDS))
     return webhook
 
 

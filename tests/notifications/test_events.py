@@ -190,3 +190,41 @@ def attempt_without_setup(delivery_id):
     from webhooks import delivery
 
     return delivery.deliver(delivery_id=delivery_id)
+
+
+def test_a_reactivated_webhook_starts_a_new_failure_streak(
+    webhook, httpserver, smtp_server, alice_api, settings
+):
+    settings.CONDUIT_DEACTIVATE_FAILING_AFTER_HOURS = 48
+    Target(httpserver, status=500)
+    since = timezone.now() - timedelta(hours=49)
+    Webhook.objects.filter(id=webhook.id).update(consecutive_failures=40, failing_since=since)
+    attempt(new_delivery(webhook))
+    assert Webhook.objects.get(id=webhook.id).active is False
+
+    r = alice_api.put(f"/api/v1/webhooks/{webhook.id}", {"active": True}, format="json")
+    assert r.status_code == 200, r.content
+    # The held delivery went out at once (tasks run eagerly here) and failed:
+    # the first failure of a new streak, not a reason to switch it off again.
+    assert r.json()["active"] is True
+    assert r.json()["consecutive_failures"] == 1
+    assert r.json()["failing_since"] > since.isoformat()
+    attempt(new_delivery(webhook, 1))
+    webhook.refresh_from_db()
+    assert webhook.active is True
+    assert webhook.consecutive_failures == 2
+
+
+def test_an_update_never_writes_back_a_stale_copy_of_the_engines_counts(webhook):
+    from webhooks import services
+
+    stale = Webhook.objects.get(id=webhook.id)
+    since = timezone.now() - timedelta(minutes=5)
+    # A worker records attempts after the request read the webhook.
+    Webhook.objects.filter(id=webhook.id).update(
+        consecutive_failures=4, failing_since=since, log_count=7
+    )
+    services.webhook_update(webhook=stale, data={"name": "Renamed"}, ip=None)
+    stored = Webhook.objects.get(id=webhook.id)
+    assert stored.name == "Renamed"
+    assert (stored.consecutive_failures, stored.failing_since, stored.log_count) == (4, since, 7)

@@ -9,10 +9,15 @@ from django.utils import timezone
 
 from notifications import tasks
 from notifications.models import Notification
-from tests.notifications.helpers import new_delivery, ops_events
-from webhooks.models import Delivery, Webhook
+from tests.notifications.helpers import Target, attempt, new_delivery, ops_events
+from webhooks.models import DeliveryLog, Webhook
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("notify_settings", "eager_tasks")]
+
+
+def receive(webhook):
+    """A message arrives and is delivered, as the worker does within seconds."""
+    attempt(new_delivery(webhook))
 
 
 def age(webhook, hours):
@@ -45,13 +50,16 @@ def test_a_webhook_without_mail_for_its_window_is_told_once(
     assert event["type"] == "mail_silent"
 
 
-def test_mail_ends_a_silent_stretch_and_the_next_one_is_told_again(webhook, smtp_server):
+def test_mail_ends_a_silent_stretch_and_the_next_one_is_told_again(
+    webhook, smtp_server, httpserver
+):
+    Target(httpserver, status=200)
     Webhook.objects.filter(id=webhook.id).update(expect_mail_every_hours=6)
     age(webhook, 30)
     assert tasks.check_silence() == 1
     Notification.objects.update(created_at=timezone.now() - timedelta(hours=20))
-    delivery_id = new_delivery(webhook)
-    Delivery.objects.filter(id=delivery_id).update(created_at=timezone.now() - timedelta(hours=8))
+    receive(webhook)
+    DeliveryLog.objects.update(attempted_at=timezone.now() - timedelta(hours=8))
 
     assert tasks.check_silence() == 1
 
@@ -60,12 +68,22 @@ def test_mail_ends_a_silent_stretch_and_the_next_one_is_told_again(webhook, smtp
     assert len(smtp_server.messages) == 2
 
 
-def test_a_webhook_that_got_mail_within_its_window_is_not_told(webhook, smtp_server):
+def test_a_webhook_that_got_mail_within_its_window_is_not_told(webhook, smtp_server, httpserver):
+    Target(httpserver, status=200)
     Webhook.objects.filter(id=webhook.id).update(expect_mail_every_hours=6)
     age(webhook, 30)
-    new_delivery(webhook)
+    receive(webhook)
     assert tasks.check_silence() == 0
     assert smtp_server.messages == []
+
+
+def test_a_simulated_delivery_is_not_mail(webhook, smtp_server, alice_api, httpserver):
+    Target(httpserver, status=200)
+    Webhook.objects.filter(id=webhook.id).update(expect_mail_every_hours=6)
+    age(webhook, 30)
+    r = alice_api.post(f"/api/v1/webhooks/{webhook.id}/simulate", {}, format="json")
+    assert r.status_code == 200, r.content
+    assert tasks.check_silence() == 1
 
 
 @pytest.mark.parametrize(
