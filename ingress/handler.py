@@ -23,7 +23,7 @@ from django import db
 
 from conduit import metrics
 from ingress import decisions, routes
-from ingress.protocol import HooksOnlyDir
+from ingress.protocol import HooksOnlyDir, signature_once
 from ingress.store import GroupCommitter
 from webhooks.accept import BINARY_RAW_BYTES
 
@@ -83,6 +83,7 @@ class Handler(HooksOnlyDir):
         session.host_name = hostname
         return f"250 {server.hostname}"
 
+    @signature_once
     async def handle_EHLO(
         self,
         server: SMTP,

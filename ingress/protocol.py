@@ -8,7 +8,9 @@ messages the ingress accepts per second:
 - a plain <local@domain> path is read by a regular expression, not the email
   package's address parser;
 - the idle timer moves its deadline instead of being replaced on every command;
-- dir() of the protocol and of the handler lists only their hook methods.
+- dir() of the protocol and of the handler lists only their hook methods;
+- the EHLO hook's signature, which aiosmtpd inspects on every connection,
+  is built once (signature_once).
 
 Two things differ from aiosmtpd on purpose (README, "The SMTP ingress"):
 a DATA line may be up to DATA_LINE_LIMIT octets (aiosmtpd refuses more than
@@ -27,9 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import re
+from collections.abc import Callable
 from email._header_value_parser import get_addr_spec, get_angle_addr
 from email.errors import HeaderParseError
+from typing import Any, TypeVar
 
 import aiosmtpd
 from aiosmtpd.smtp import MISSING, SMTP, syntax
@@ -129,6 +134,21 @@ class HooksOnlyDir:
 
     def __dir__(self) -> list[str]:
         return list(_hook_names(type(self)))
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def signature_once(hook: F) -> F:
+    """Keep a hook's signature on it, as inspect allows (``__signature__``).
+
+    aiosmtpd's SMTP constructor calls inspect.signature() on the handler's
+    handle_EHLO on every connection, to tell its deprecated 4-argument form
+    from the 5-argument one, and inspect builds the signature anew each time
+    (a Parameter per argument): 28 us of a session's CPU, 7 us once kept.
+    """
+    hook.__signature__ = inspect.signature(hook)  # type: ignore[attr-defined]
+    return hook
 
 
 class LeanSMTP(HooksOnlyDir, SMTP):

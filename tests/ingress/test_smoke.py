@@ -144,6 +144,30 @@ def test_the_protocol_finds_every_hook_through_its_short_dir():
     assert {"MAIL", "RCPT", "DATA"} <= set(protocol._handle_hooks)
 
 
+def test_the_ehlo_hook_is_taken_for_its_five_argument_form_from_its_kept_signature():
+    # aiosmtpd's constructor reads handle_EHLO's signature on every connection
+    # to choose how to call it; the one kept on the function must read as the
+    # signature inspect would build, or EHLO would be called the old way.
+    import asyncio
+    import inspect
+
+    from ingress.handler import Handler
+    from ingress.smtp import protocol_factory
+
+    async def build():
+        return protocol_factory(hostname="mx.test")()
+
+    protocol = asyncio.run(build())
+    kept = Handler.handle_EHLO.__signature__
+    del Handler.handle_EHLO.__signature__
+    try:
+        assert inspect.signature(Handler.handle_EHLO) == kept
+    finally:
+        Handler.handle_EHLO.__signature__ = kept
+    assert len(inspect.signature(protocol.event_handler.handle_EHLO).parameters) == 5
+    assert protocol._ehlo_hook_ver == "new"
+
+
 @pytest.mark.parametrize("command", ["HELP", "HELP DATA", "HELP MAIL", "HELP NOSUCH"])
 def test_help_answers_as_the_installed_aiosmtpd_does(ingress, side_by_side, command):
     from aiosmtpd.smtp import SMTP
