@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
 
-def run_bench(name: str, out: Path) -> dict:
+def run_bench(name: str, out: Path, *, chart: bool = True) -> dict:
     env = dict(os.environ)
     env.pop("BENCH_DATABASE_URL", None)
     env.pop("BENCH_REDIS_URL", None)
@@ -43,7 +43,7 @@ def run_bench(name: str, out: Path) -> dict:
     result = json.loads((out / f"{name}.json").read_text())
     assert result["benchmark"] == name
     assert result["mode"] == "tiny"
-    if HAS_MATPLOTLIB:
+    if chart and HAS_MATPLOTLIB:
         assert (out / f"{name}.png").stat().st_size > 1000
     return result
 
@@ -61,6 +61,13 @@ def test_it_measures_the_ingress_against_a_bare_server(tmp_path: Path) -> None:
     assert result["stored_messages"] == result["stored_deliveries"]
     assert result["memory"]["big_message"]["message_mb"] > 20
     assert result["memory"]["peak_rss_mb"] > 0
+
+
+def test_it_counts_the_cpu_of_smtp_sessions_per_message(tmp_path: Path) -> None:
+    result = run_bench("session_profile", tmp_path, chart=False)
+    assert result["messages"] == 20
+    assert result["ingress_cpu_ms_per_msg"] > 0
+    assert result["backends_opened_meanwhile"] == 0
 
 
 def test_it_measures_end_to_end_latency_and_loses_nothing(tmp_path: Path) -> None:
