@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import dataclasses
 import os
 import pstats
 import sys
@@ -41,7 +42,7 @@ def _proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _webhook_id():
+def _webhook():
     from accounts.models import Account
     from domains.models import Domain
     from webhooks.models import Webhook
@@ -61,7 +62,7 @@ def _webhook_id():
             target_url="http://127.0.0.1:9/never-delivered",
             secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
         )
-    return webhook.id
+    return webhook
 
 
 def main() -> None:
@@ -85,7 +86,11 @@ def main() -> None:
 
     from ingress import decisions
 
-    route = decisions.Route(webhook_id=_webhook_id(), policy_id=None)
+    webhook = _webhook()
+    known = {f.name for f in dataclasses.fields(decisions.Route)}
+    # Older trees' routes carry no account.
+    account = {"account_id": webhook.account_id} if "account_id" in known else {}
+    route = decisions.Route(webhook_id=webhook.id, policy_id=None, **account)
 
     def group(start: int) -> list:
         return [

@@ -44,6 +44,9 @@ class Identity:
 @dataclass(frozen=True)
 class Route:
     webhook_id: uuid.UUID
+    # The webhook's account, which sees the message (its AccountMessage row):
+    # known here, the statement that stores the message needs no join for it.
+    account_id: uuid.UUID
     policy_id: uuid.UUID | None
     # The policy asked for SPF, DKIM or DMARC when the recipient was accepted.
     needs_mail_auth: bool = False
@@ -54,6 +57,7 @@ class RecipientFacts:
     """What RCPT needs to know about the webhook a recipient resolves to."""
 
     webhook_id: uuid.UUID
+    account_id: uuid.UUID
     policy_id: uuid.UUID | None = None
     allowed_networks: Sequence[checks.IPNetwork] = ()
     require_smtp_auth: bool = False
@@ -184,9 +188,10 @@ def recipient_facts(address: str) -> RecipientFacts | None:
         return None
     policy = webhook.smtp_security_policy
     if policy is None:
-        return RecipientFacts(webhook_id=webhook.id)
+        return RecipientFacts(webhook_id=webhook.id, account_id=webhook.account_id)
     return RecipientFacts(
         webhook_id=webhook.id,
+        account_id=webhook.account_id,
         policy_id=policy.id,
         allowed_networks=tuple(checks.parse_ip_networks(policy.allowed_source_ips or "")),
         require_smtp_auth=policy.require_smtp_auth,
@@ -214,6 +219,7 @@ def judge_recipient(
         )
     route = Route(
         webhook_id=facts.webhook_id,
+        account_id=facts.account_id,
         policy_id=facts.policy_id,
         needs_mail_auth=facts.needs_mail_auth,
     )
@@ -328,16 +334,25 @@ def _recipients(
     return recipients
 
 
-def _by_id(recipients: dict[Webhook, list[str]]) -> dict[uuid.UUID, list[str]]:
-    return {webhook.id: rcpts for webhook, rcpts in recipients.items()}
+# A message's recipients by webhook id, and each of those webhooks' account.
+Addressed = tuple[dict[uuid.UUID, list[str]], dict[uuid.UUID, uuid.UUID]]
 
 
-def _current_recipients(message: MessageInput) -> dict[uuid.UUID, list[str]]:
+def _by_id(recipients: dict[Webhook, list[str]]) -> Addressed:
+    return (
+        {webhook.id: rcpts for webhook, rcpts in recipients.items()},
+        {webhook.id: webhook.account_id for webhook in recipients},
+    )
+
+
+def _current_recipients(message: MessageInput) -> Addressed:
     """The recipients by webhook id, from routes known to be current (no query)."""
     recipients: dict[uuid.UUID, list[str]] = {}
+    accounts: dict[uuid.UUID, uuid.UUID] = {}
     for rcpt, route in message.routes.items():
         recipients.setdefault(route.webhook_id, []).append(rcpt)
-    return recipients
+        accounts[route.webhook_id] = route.account_id
+    return recipients, accounts
 
 
 def _asks_mail_auth(policy: SmtpSecurityPolicy | None) -> bool:
@@ -385,16 +400,15 @@ def accept_message(message: MessageInput) -> str:
 
 
 def _new_message(
-    message: MessageInput,
-    recipients: dict[uuid.UUID, list[str]],
-    *,
-    auth: MailAuth = NOT_CHECKED,
+    message: MessageInput, addressed: Addressed, *, auth: MailAuth = NOT_CHECKED
 ) -> webhook_accept.NewMessage:
     message_id, subject = webhook_accept.message_id_and_subject(message.raw)
+    recipients, accounts = addressed
     return webhook_accept.NewMessage(
         raw=message.raw,
         mail_from=message.mail_from,
         recipients=recipients,
+        accounts=accounts,
         client_ip=message.client_ip,
         helo=message.helo,
         message_id_header=message_id,
@@ -442,18 +456,18 @@ def accept_messages(messages: Sequence[MessageInput]) -> GroupReplies:
             ready: list[tuple[int, webhook_accept.NewMessage]] = []
             for index, message in enumerate(messages):
                 if message.routes_current:
-                    recipients = _current_recipients(message)
+                    addressed = _current_recipients(message)
                     needs_mail_auth = any(r.needs_mail_auth for r in message.routes.values())
                 else:
                     found = _recipients(message, webhooks)
                     needs_mail_auth = any(
                         _asks_mail_auth(webhook.smtp_security_policy) for webhook in found
                     )
-                    recipients = _by_id(found)
-                if not recipients:
+                    addressed = _by_id(found)
+                if not addressed[0]:
                     replies[index] = NO_RECIPIENTS_LEFT
                 elif not needs_mail_auth:  # else None: the caller runs accept_message for it
-                    ready.append((index, _new_message(message, recipients)))
+                    ready.append((index, _new_message(message, addressed)))
             accepted = webhook_accept.messages_accept([new for _, new in ready], enqueue=False)
     except webhook_accept.RawStoreUnavailable:
         # The object store failed (logged where it did), not one message:

@@ -72,6 +72,7 @@ def accept(webhook: Webhook, raw: bytes = RAW, rcpt: str | None = None):
         raw=raw,
         mail_from="sender@example.net",
         recipients={webhook.id: [rcpt or webhook.address]},
+        accounts={webhook.id: webhook.account_id},
         client_ip="192.0.2.10",
         helo="mail.example.net",
         message_id_header="<abc123@example.net>",

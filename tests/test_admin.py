@@ -445,6 +445,7 @@ def test_it_redelivers_a_message_to_every_webhook_audited_per_account(
         raw=RAW,
         mail_from="sender@example.net",
         recipients={alices.id: [alices.address], bobs.id: [bobs.address]},
+        accounts={alices.id: alices.account_id, bobs.id: bobs.account_id},
         client_ip="192.0.2.10",
         helo="mail.example.net",
         message_id_header="<abc123@example.net>",

@@ -201,6 +201,7 @@ def test_it_stores_a_large_message_byte_for_byte(alice, alice_domain) -> None:
         raw=raw,
         mail_from="sender@example.net",
         recipients={webhook.id: [webhook.address]},
+        accounts={webhook.id: webhook.account_id},
         client_ip="192.0.2.10",
         helo="mail.example.net",
         message_id_header="",

@@ -213,6 +213,7 @@ def test_a_generated_client_runs_the_whole_flow(
             raw=RAW,
             mail_from="dave@example.net",
             recipients={webhook.id: ["inbox@client.example"]},
+            accounts={webhook.id: api.get_account.sync(client=carol).id},
             client_ip="192.0.2.10",
             helo="mail.example.net",
             message_id_header="<abc123@example.net>",

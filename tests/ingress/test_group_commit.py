@@ -27,7 +27,11 @@ def team(alice, alice_domain) -> Webhook:
 
 
 def message(webhook: Webhook, n: int, *, mail_from: str = "sender@sender.example", **kw):
-    route = decisions.Route(webhook_id=webhook.id, policy_id=webhook.smtp_security_policy_id)
+    route = decisions.Route(
+        webhook_id=webhook.id,
+        account_id=webhook.account_id,
+        policy_id=webhook.smtp_security_policy_id,
+    )
     return decisions.MessageInput(
         raw=f"Subject: {n}\r\nMessage-ID: <{n}@sender.example>\r\n\r\nHi\r\n".encode(),
         mail_from=mail_from,

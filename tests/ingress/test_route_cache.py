@@ -8,13 +8,14 @@ import uuid
 import psycopg
 import pytest
 
+from accounts.models import Account
 from ingress.decisions import RecipientFacts
 from ingress.routes import CHANNEL, RouteCache, listener_connection_params
 from tests.ingress.conftest import hook, make_policy
 from tests.webhooks.test_delivery import wait_for
-from webhooks.models import Webhook
+from webhooks.models import AccountMessage, Webhook
 
-FACTS = RecipientFacts(webhook_id=uuid.uuid4())
+FACTS = RecipientFacts(webhook_id=uuid.uuid4(), account_id=uuid.uuid4())
 
 
 def live_cache(**kwargs) -> RouteCache:
@@ -60,7 +61,7 @@ def test_it_forgets_old_entries_and_the_least_recently_used():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_database_notifies_changes_that_alter_a_lookup_and_only_those(alice, alice_domain):
+def test_the_database_notifies_changes_that_alter_a_lookup_and_only_those(alice, alice_domain, bob):
     webhook = hook(alice, alice_domain, "http://127.0.0.1:9/", "team@alice.example")
     with psycopg.connect(autocommit=True, **listener_connection_params()) as listener:
         listener.execute(f"LISTEN {CHANNEL}")
@@ -77,6 +78,9 @@ def test_the_database_notifies_changes_that_alter_a_lookup_and_only_those(alice,
         policy = make_policy(alice, allowed_source_ips="192.0.2.0/24")
         assert heard() >= 1
         Webhook.objects.filter(id=webhook.id).update(smtp_security_policy=policy)
+        assert heard() == 1
+        # A route carries the webhook's account, whose list shows the message.
+        Webhook.objects.filter(id=webhook.id).update(account=bob)
         assert heard() == 1
         hook(alice, alice_domain, "http://127.0.0.1:9/", "new@alice.example")
         assert heard() == 1
@@ -117,3 +121,36 @@ def test_the_ingress_answers_from_memory_until_a_change_is_notified(ingress, ali
     policy.allowed_source_ips = "127.0.0.0/8"
     policy.save()
     wait_for(lambda: rcpt(ingress, "nobody@alice.example") == 250, timeout=2)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_after_its_webhook_moved_account_goes_to_the_new_account(
+    ingress, alice, alice_domain, bob
+):
+    # The cached route carries the webhook's account: the one whose list shows
+    # the message. Moving the webhook (the admin can) must reach the cache.
+    webhook = hook(alice, alice_domain, "http://127.0.0.1:9/", "team@alice.example")
+    wait_for(lambda: ingress.routes.live, timeout=5)
+
+    def send(subject: str) -> None:
+        with ingress.smtp() as smtp:
+            smtp.sendmail(
+                "sender@sender.example",
+                ["team@alice.example"],
+                f"Subject: {subject}\r\n\r\nHello\r\n".encode(),
+            )
+
+    send("before")
+    assert ingress.routes.get("team@alice.example")[0]
+    generation = ingress.routes.generation
+    Webhook.objects.filter(id=webhook.id).update(account=bob)
+    wait_for(lambda: ingress.routes.generation != generation, timeout=2)
+    send("after")
+
+    def subjects(account) -> list[str]:
+        views = AccountMessage.objects.filter(account=account).select_related("message")
+        return [view.message.subject for view in views]
+
+    assert subjects(alice) == ["before"]
+    assert subjects(bob) == ["after"]
+    assert [a.message_count for a in Account.objects.filter(id__in=[alice.id, bob.id])] == [1, 1]

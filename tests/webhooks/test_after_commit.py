@@ -48,6 +48,7 @@ def _new(webhook) -> storage.NewMessage:
         raw=b"Subject: hi\r\n\r\nhello\r\n",
         mail_from="sender@example.net",
         recipients={webhook.id: [webhook.address]},
+        accounts={webhook.id: webhook.account_id},
         client_ip="192.0.2.1",
         helo="mx.example.net",
         message_id_header="<a@example.net>",

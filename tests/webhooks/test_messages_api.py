@@ -26,6 +26,7 @@ def store(*webhooks: Webhook, raw: bytes = RAW, mail_from: str = "sender@example
         raw=raw,
         mail_from=mail_from,
         recipients={w.id: [w.address.replace("*@", "any@")] for w in webhooks},
+        accounts={w.id: w.account_id for w in webhooks},
         client_ip="192.0.2.10",
         helo="mail.example.net",
         message_id_header=fields.pop("message_id_header", "<abc123@example.net>"),

@@ -28,6 +28,7 @@ def _accept_for(*webhooks: Webhook) -> InboundMessage:
         raw=RAW,
         mail_from="sender@example.net",
         recipients={w.id: [w.address] for w in webhooks},
+        accounts={w.id: w.account_id for w in webhooks},
         client_ip="192.0.2.10",
         helo="mail.example.net",
         message_id_header="<abc123@example.net>",
