@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -254,8 +255,6 @@ def _insert_together(
     Django's client-side one): quoting each message's bytes into the query text
     took a sixth of the ingress's CPU. tests/webhooks/test_accept.py checks that
     the rows are the ones the ORM writes."""
-    from psycopg import Cursor
-
     accepted = []
     params: dict[str, Any] = {
         # raw_store is the same for every message of the statement.
@@ -305,9 +304,31 @@ def _insert_together(
     params["account_id"] = list(counted)
     params["account_message_count"] = list(counted.values())
     connection.ensure_connection()
-    with connection.wrap_database_errors, Cursor(connection.connection) as cursor:
-        cursor.execute(_insert_sql(connection.alias), params)
+    with connection.wrap_database_errors:
+        _binding_cursor().execute(_insert_sql(connection.alias), params)
     return accepted
+
+
+# Each thread's server-side binding cursor, kept for its connection's life.
+_kept = threading.local()
+
+
+def _binding_cursor() -> Any:
+    """A psycopg Cursor (binds server-side, binary) on this thread's connection.
+
+    Kept, not made per statement: a cursor remembers which adapter dumps each
+    type of parameter, and the single INSERT has ~45; a new cursor looked them
+    all up again, which doubled what sending a group's arrays cost (in-process:
+    ~84 -> ~42 us for four one-element arrays). It holds the last statement's
+    dumped parameters until the next one.
+    """
+    from psycopg import Cursor
+
+    raw = connection.connection
+    cursor = getattr(_kept, "cursor", None)
+    if cursor is None or cursor.closed or cursor.connection is not raw:
+        cursor = _kept.cursor = Cursor(raw)
+    return cursor
 
 
 @dataclass(frozen=True)

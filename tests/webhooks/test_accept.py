@@ -144,6 +144,27 @@ def test_the_single_statement_writes_what_the_orm_writes(alice, bob, alice_domai
         assert abs(message.received_at - now) < timedelta(seconds=5)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_the_single_statement_keeps_one_cursor_per_connection(alice, alice_domain, storage_half):
+    # Its cursor remembers the parameters' adapters; a new connection gets a new one.
+    if storage_half != "postgresql":
+        pytest.skip("the ORM half uses Django's cursors")
+    from django.db import connection
+
+    webhook = make_webhook(alice, alice_domain, "http://127.0.0.1:9/")
+    accept.messages_accept(_new_messages(webhook, webhook)[2:3], enqueue=False)
+    first = storage._binding_cursor()
+    accept.messages_accept(_new_messages(webhook, webhook)[3:], enqueue=False)
+    assert storage._binding_cursor() is first
+    assert first.connection is connection.connection
+
+    connection.close()
+    accept.messages_accept(_new_messages(webhook, webhook)[2:3], enqueue=False)
+    assert storage._binding_cursor() is not first
+    assert storage._binding_cursor().connection is connection.connection
+    assert InboundMessage.objects.count() == 3
+
+
 def test_messages_accept_takes_the_half_the_storage_chose(
     alice, alice_domain, storage_half, django_assert_num_queries
 ):
