@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -232,3 +233,32 @@ def test_both_halves_record_an_attempt_alike(alice, alice_domain, monkeypatch):
     }
     assert fast_delivery["status"] == Delivery.Status.PENDING
     assert Webhook.objects.get(id=webhook.id).log_count == 2
+
+
+def test_a_raw_message_is_stored_compressed_with_lz4_and_read_back_whole(
+    alice, alice_domain, storage_half
+):
+    # Migration 0011: lz4 is several times cheaper than PostgreSQL's default pglz.
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
+        )
+        if not cursor.fetchone()[0]:
+            pytest.skip("this PostgreSQL server is built without lz4")
+    webhook = make_webhook(alice, alice_domain, "http://127.0.0.1:9/")
+    raw = b"Subject: long\r\n\r\n" + b"The quick brown fox jumps over the lazy dog.\r\n" * 300
+    [new] = _new_messages(webhook, webhook)[3:]
+    [accepted] = accept.messages_accept([replace(new, raw=raw)], enqueue=False)
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_column_compression(raw), pg_column_size(raw) "
+            "FROM webhooks_inboundmessage WHERE id = %s",
+            [accepted.message_id],
+        )
+        compression, stored_size = cursor.fetchone()
+    assert compression == "lz4"
+    assert stored_size < len(raw) / 4
+    assert bytes(InboundMessage.objects.get(id=accepted.message_id).raw) == raw
