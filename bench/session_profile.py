@@ -151,12 +151,12 @@ def main() -> None:
     send(args.warmup)
     time.sleep(1)  # the route listener is up and the last tasks are published
     backends = _backends()
-    ours = time.process_time()
+    ours, system = time.process_time(), os.times().system
     theirs = sum(_proc_cpu(pid) for pid in backends)
     wall = time.perf_counter()
     send(args.messages)
     time.sleep(0.2)  # the last publish
-    ours = time.process_time() - ours
+    ours, system = time.process_time() - ours, os.times().system - system
     theirs = sum(_proc_cpu(pid) for pid in backends) - theirs
     wall = time.perf_counter() - wall
     new_backends = set(_backends()) - set(backends)
@@ -167,13 +167,15 @@ def main() -> None:
         "messages": count,
         "connections": args.connections,
         "ingress_cpu_ms_per_msg": ours / count * 1e3,
+        "ingress_system_cpu_ms_per_msg": system / count * 1e3,
         "postgresql_cpu_ms_per_msg": theirs / count * 1e3,
         "wall_ms_per_msg": wall / count * 1e3,
         "backends_opened_meanwhile": len(new_backends),
     }
     print(
         f"{count} messages over {args.connections} connections: "
-        f"ingress {figures['ingress_cpu_ms_per_msg']:.3f} ms CPU/msg, "
+        f"ingress {figures['ingress_cpu_ms_per_msg']:.3f} ms CPU/msg "
+        f"({figures['ingress_system_cpu_ms_per_msg']:.3f} in the kernel), "
         f"PostgreSQL backends {figures['postgresql_cpu_ms_per_msg']:.3f} ms CPU/msg, "
         f"wall {figures['wall_ms_per_msg']:.3f} ms/msg"
         + (f" ({len(new_backends)} backends opened meanwhile)" if new_backends else "")
