@@ -22,6 +22,7 @@ def new_delivery(webhook: Webhook, n: int = 0) -> uuid.UUID:
                 raw=RAW + f"{n}\r\n".encode(),
                 mail_from="sender@example.net",
                 recipients={webhook.id: [webhook.address]},
+                accounts={webhook.id: webhook.account_id},
                 client_ip="192.0.2.10",
                 helo="mail.example.net",
                 message_id_header=f"<m{n}@example.net>",

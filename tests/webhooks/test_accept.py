@@ -238,7 +238,7 @@ def test_both_halves_record_an_attempt_alike(alice, alice_domain, monkeypatch):
 def test_a_raw_message_is_stored_compressed_with_lz4_and_read_back_whole(
     alice, alice_domain, storage_half
 ):
-    # Migration 0011: lz4 is several times cheaper than PostgreSQL's default pglz.
+    # Migration 0014: lz4 is several times cheaper than PostgreSQL's default pglz.
     from django.db import connection
 
     with connection.cursor() as cursor:

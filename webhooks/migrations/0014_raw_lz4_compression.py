@@ -38,6 +38,6 @@ def _compress_raw_with(method: str):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("webhooks", "0010_route_change_on_account")]
+    dependencies = [("webhooks", "0013_route_change_on_account")]
 
     operations = [migrations.RunPython(_compress_raw_with("lz4"), _compress_raw_with("DEFAULT"))]

@@ -32,6 +32,6 @@ def _run(sql: str):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("webhooks", "0009_accountmessage_account_index")]
+    dependencies = [("webhooks", "0012_webhook_consecutive_failures_and_more")]
 
     operations = [migrations.RunPython(_run(CREATE), _run(REVERSE))]
