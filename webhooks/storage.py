@@ -658,36 +658,23 @@ def _record_with_orm(*, log: DeliveryLog, update: dict[str, Any], deactivate: st
     return Recorded(streak=streak, deactivated=deactivated)
 
 
-def _record_in_one_statement(*, log: DeliveryLog, update: dict[str, Any]) -> Recorded:
-    """What _record_with_orm writes (the log row, the webhook's log counter and
-    failure streak, the delivery's new state) as one statement, so one round
-    trip and atomic without a transaction around it. The ORM would compile
-    four statements for it, which cost more CPU than the delivery's HTTP
-    request. Every column of the log row as the ORM would write it (defaults
-    included), from _meta. The webhook's row is locked by the statement
-    (``FOR UPDATE``) before its streak is read, so the count before this
-    attempt that it returns is the one this attempt changed."""
-    quote = connection.ops.quote_name
+@functools.cache
+def _record_sql(alias: str, delivery_columns: tuple[str, ...], failed: bool) -> str:
+    """The statement of _record_in_one_statement, built once per database,
+    set of delivery columns and outcome (a handful in all): building it for
+    every attempt cost the worker more CPU than the rest of recording it."""
+    quote = connections[alias].ops.quote_name
     log_fields = DeliveryLog._meta.concrete_fields
-    log_values = [f.get_db_prep_save(f.pre_save(log, add=True), connection) for f in log_fields]
-    delivery_fields = [Delivery._meta.get_field(name) for name in update]
-    delivery_values = [
-        f.get_db_prep_save(value, connection)
-        for f, value in zip(delivery_fields, update.values(), strict=True)
-    ]
     hook_pk = quote(Webhook._meta.pk.column)
     log_count = quote(Webhook._meta.get_field("log_count").column)
     failures = quote(Webhook._meta.get_field("consecutive_failures").column)
-    since_field = Webhook._meta.get_field("failing_since")
-    since = quote(since_field.column)
-    streak_params: list[Any] = []
-    if _failed(update):
+    since = quote(Webhook._meta.get_field("failing_since").column)
+    if failed:
         streak = f"{failures} = old.failures + 1, {since} = COALESCE(hook.{since}, %s)"
-        streak_params.append(since_field.get_db_prep_save(log.attempted_at, connection))
     else:
         streak = f"{failures} = 0, {since} = NULL"
-    assignments = ", ".join(f"{quote(f.column)} = %s" for f in delivery_fields)
-    sql = (
+    assignments = ", ".join(f"{quote(column)} = %s" for column in delivery_columns)
+    return (
         f"WITH new_log AS (INSERT INTO {quote(DeliveryLog._meta.db_table)} "  # noqa: S608
         f"({', '.join(quote(f.column) for f in log_fields)}) "
         f"VALUES ({', '.join(['%s'] * len(log_fields))})), "
@@ -700,13 +687,31 @@ def _record_in_one_statement(*, log: DeliveryLog, update: dict[str, Any]) -> Rec
         f"FROM old WHERE hook.{hook_pk} = old.id "
         f"RETURNING old.failures, hook.{failures}, COALESCE(hook.{since}, old.since)"
     )
-    params = [
-        *log_values,
-        *delivery_values,
-        log.delivery_id,
-        log.webhook_id,
-        *streak_params,
+
+
+def _record_in_one_statement(*, log: DeliveryLog, update: dict[str, Any]) -> Recorded:
+    """What _record_with_orm writes (the log row, the webhook's log counter and
+    failure streak, the delivery's new state) as one statement, so one round
+    trip and atomic without a transaction around it. The ORM would compile
+    four statements for it, which cost more CPU than the delivery's HTTP
+    request. Every column of the log row as the ORM would write it (defaults
+    included), from _meta. The webhook's row is locked by the statement
+    (``FOR UPDATE``) before its streak is read, so the count before this
+    attempt that it returns is the one this attempt changed."""
+    log_fields = DeliveryLog._meta.concrete_fields
+    log_values = [f.get_db_prep_save(f.pre_save(log, add=True), connection) for f in log_fields]
+    delivery_fields = [Delivery._meta.get_field(name) for name in update]
+    delivery_values = [
+        f.get_db_prep_save(value, connection)
+        for f, value in zip(delivery_fields, update.values(), strict=True)
     ]
+    failed = _failed(update)
+    sql = _record_sql(connection.alias, tuple(f.column for f in delivery_fields), failed)
+    params = [*log_values, *delivery_values, log.delivery_id, log.webhook_id]
+    if failed:
+        params.append(
+            Webhook._meta.get_field("failing_since").get_db_prep_save(log.attempted_at, connection)
+        )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
