@@ -15,7 +15,7 @@ from tests.admin_fixtures import make_delivery
 from tests.delivery_fixtures import RAW, accept, make_webhook
 from tests.factories import AccountFactory
 from webhooks import recovery
-from webhooks.models import Delivery, DeliveryLog, InboundMessage, RecoveryJob
+from webhooks.models import Delivery, DeliveryLog, InboundMessage, RecoveryJob, Webhook
 
 pytestmark = pytest.mark.django_db
 
@@ -385,6 +385,17 @@ def test_it_draws_the_last_24_hours_by_outcome_from_one_query(
     assert "Delivered: <strong>3</strong>" in html
     assert "Retrying: <strong>1</strong>" in html
     assert "inbox@bob.example" in html
+
+
+def test_it_lists_the_failing_webhooks(operator_client, webhook, settings):
+    settings.CONDUIT_NOTIFY_FAILING_AFTER = 3
+    page = "/admin/webhooks/webhook/"
+    assert operator_client.get(f"{page}?failing=yes").context["cl"].result_count == 0
+    Webhook.objects.filter(id=webhook.id).update(
+        consecutive_failures=3, failing_since=timezone.now()
+    )
+    assert operator_client.get(f"{page}?failing=yes").context["cl"].result_count == 1
+    assert operator_client.get(f"{page}?failing=no").context["cl"].result_count == 0
 
 
 def test_it_pauses_and_resumes_webhooks_audited(operator_client, webhook):

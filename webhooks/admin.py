@@ -4,10 +4,11 @@ import uuid
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import models, transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import URLPattern, path, reverse
@@ -121,6 +122,25 @@ class PausedFilter(admin.SimpleListFilter):
         return queryset
 
 
+class FailingFilter(admin.SimpleListFilter):
+    """Webhooks failing now: CONDUIT_NOTIFY_FAILING_AFTER failed attempts in a row
+    (webhooks/health.py), what their accounts were told as webhook_failing."""
+
+    title = "failing"
+    parameter_name = "failing"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list:
+        return [("yes", "Failing"), ("no", "Healthy")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Webhook]) -> QuerySet:
+        failing = Q(consecutive_failures__gte=settings.CONDUIT_NOTIFY_FAILING_AFTER)
+        if self.value() == "yes":
+            return queryset.filter(failing)
+        if self.value() == "no":
+            return queryset.exclude(failing)
+        return queryset
+
+
 class WebhookAdminForm(forms.ModelForm):
     """The admin's webhook form (its model and fields come from WebhookAdmin) with the
     retention bound the API applies."""
@@ -199,12 +219,14 @@ class WebhookAdmin(admin.ModelAdmin):
         "target_url",
         "active",
         "paused_at",
+        "failing_since",
         "rate_limit",
         "created_at",
     ]
     list_filter = [
         "active",
         PausedFilter,
+        FailingFilter,
         "payload_format",
         ("created_at", admin.DateFieldListFilter),
     ]
