@@ -166,6 +166,21 @@ def test_the_single_statement_keeps_one_cursor_per_connection(alice, alice_domai
     assert InboundMessage.objects.count() == 3
 
 
+def test_each_statement_stamps_its_own_time(alice, alice_domain, storage_half):
+    # The constant columns are worked out once; the time-stamped ones each time.
+    webhook = make_webhook(alice, alice_domain, "http://127.0.0.1:9/")
+    stamped = {}
+    for now in (timezone.now() - timedelta(hours=1), timezone.now()):
+        group = _new_messages(webhook, webhook)[3:]
+        [accepted] = storage.insert_messages(group, now, message_ids=_ids(group))
+        delivery = Delivery.objects.get(id=accepted.delivery_ids[0])
+        stamped[now] = (delivery.next_attempt_at, delivery.enqueued_at)
+        # Stamped when written, as the ORM's pre_save stamps them.
+        assert abs(delivery.created_at - timezone.now()) < timedelta(seconds=5)
+        assert abs(delivery.message.received_at - timezone.now()) < timedelta(seconds=5)
+    assert stamped == {now: (now, now) for now in stamped}
+
+
 def test_messages_accept_takes_the_half_the_storage_chose(
     alice, alice_domain, storage_half, django_assert_num_queries
 ):
