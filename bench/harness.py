@@ -44,8 +44,16 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 # --- Command line ---------------------------------------------------------------
 
 
-def arguments(description: str) -> argparse.Namespace:
+def arguments(description: str, *, baseline: bool = False) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
+    if baseline:
+        parser.add_argument(
+            "--baseline",
+            type=Path,
+            metavar="TREE",
+            help="also run this other checkout of the project (with its own .venv) in the "
+            "same rounds, e.g. the commit before a change",
+        )
     parser.add_argument(
         "--tiny", action="store_true", help="a few messages/requests in seconds (used by tests)"
     )
@@ -138,38 +146,43 @@ class Bench:
 
 
 # Held (a session advisory lock) for the whole run, so two runs never share a database.
-_database_lock: Any = None
+_database_locks: list[Any] = []
 BENCH_LOCK_KEY = 0x0C0DB17C
 
 
-def prepare_database(bench: Bench) -> None:
-    """Create the benchmark database if missing, take it for this run, migrate and empty it."""
-    global _database_lock
+def prepare_database(bench: Bench, *, checkout: Checkout | None = None) -> None:
+    """Create the benchmark database if missing, take it for this run, migrate and empty it.
+
+    With ``checkout`` (another tree of the project, see Checkout), its own
+    database, migrated by that tree's manage.py.
+    """
     import psycopg
 
-    parts = urlsplit(bench.database_url)
+    url = checkout.database_url if checkout else bench.database_url
+    parts = urlsplit(url)
     name = parts.path.lstrip("/")
     if not re.fullmatch(r"[A-Za-z0-9_]+", name):
         raise SystemExit(f"The benchmark database name {name!r} must be letters, digits and _")
-    admin_url = _libpq_url(_with_path(bench.database_url, "/postgres"))
+    admin_url = _libpq_url(_with_path(url, "/postgres"))
     with psycopg.connect(admin_url, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{name}"')
-    _database_lock = psycopg.connect(_libpq_url(bench.database_url), autocommit=True)
-    taken = _database_lock.execute("SELECT pg_try_advisory_lock(%s)", [BENCH_LOCK_KEY]).fetchone()
+    lock = psycopg.connect(_libpq_url(url), autocommit=True)
+    _database_locks.append(lock)
+    taken = lock.execute("SELECT pg_try_advisory_lock(%s)", [BENCH_LOCK_KEY]).fetchone()
     if not taken[0]:
         raise SystemExit(
             f"Another benchmark is running on the database {name}; wait for it, or give this "
             "one its own with BENCH_DATABASE_URL."
         )
     subprocess.run(
-        [PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"],
-        cwd=ROOT,
-        env=bench.env(),
+        [checkout.python if checkout else PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=checkout.root if checkout else ROOT,
+        env=checkout.env(bench) if checkout else bench.env(),
         check=True,
     )
-    with psycopg.connect(_libpq_url(bench.database_url), autocommit=True) as conn:
+    with psycopg.connect(_libpq_url(url), autocommit=True) as conn:
         tables = [
             row[0]
             for row in conn.execute(
@@ -180,6 +193,41 @@ def prepare_database(bench: Bench) -> None:
         ]
         if tables:
             conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")
+
+
+@dataclass
+class Checkout:
+    """Another tree of the project (e.g. ``git worktree add ../before <commit>``
+    with its own ``.venv``), run beside this one in the same benchmark so both
+    get the same machine at the same minutes. It has its own database: the
+    benchmark's name + ``_baseline``."""
+
+    root: Path
+    database_url: str
+
+    @classmethod
+    def at(cls, root: Path, bench: Bench) -> Checkout:
+        root = root.resolve()
+        if not (root / "manage.py").is_file() or not (root / ".venv/bin/python").is_file():
+            raise SystemExit(f"{root} is not a checkout of the project with its own .venv")
+        parts = urlsplit(bench.database_url)
+        return cls(root, _with_path(bench.database_url, f"{parts.path}_baseline"))
+
+    @property
+    def python(self) -> str:
+        return str(self.root / ".venv/bin/python")
+
+    def env(self, bench: Bench, **extra: str) -> dict[str, str]:
+        return bench.env(DATABASE_URL=self.database_url, **extra)
+
+    def run_in_django(self, bench: Bench, code: str) -> None:
+        """Run ``code`` in that tree's Django (its models, its database)."""
+        subprocess.run(
+            [self.python, "manage.py", "shell", "-c", code],
+            cwd=self.root,
+            env=self.env(bench),
+            check=True,
+        )
 
 
 REDIS_MARKER = "conduit-bench:database"
@@ -252,6 +300,7 @@ class Service:
         env: dict[str, str],
         logdir: Path,
         on_line: Callable[[str], None] | None = None,
+        cwd: Path = ROOT,
     ):
         self.name = name
         self.on_line = on_line
@@ -264,7 +313,7 @@ class Service:
         self._closed = False
         self.proc = subprocess.Popen(
             self.argv,
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -375,10 +424,22 @@ class Services:
 
     # The project's own processes, started as in the Procfile.
 
-    def ingress(self, name: str = "ingress", **env: str) -> tuple[Service, int]:
-        service = self.start(
-            name, [PYTHON, "manage.py", "ingress", "--host", "127.0.0.1", "--port", "0"], **env
-        )
+    def ingress(
+        self, name: str = "ingress", *, checkout: Checkout | None = None, **env: str
+    ) -> tuple[Service, int]:
+        """The ingress as ``manage.py ingress`` starts it: this tree's, or ``checkout``'s."""
+        argv = ["manage.py", "ingress", "--host", "127.0.0.1", "--port", "0"]
+        if checkout is None:
+            service = self.start(name, [PYTHON, *argv], **env)
+        else:
+            service = Service(
+                name,
+                [checkout.python, *argv],
+                env=checkout.env(self.bench, **env),
+                logdir=self.logdir,
+                cwd=checkout.root,
+            )
+            self.started.append(service)
         port = int(service.wait_for(r"SMTP ingress listening on [\d.]+:(\d+)", 60).group(1))
         return service, port
 

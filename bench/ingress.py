@@ -1,6 +1,6 @@
 """SMTP acceptance throughput of the ingress against a bare aiosmtpd server.
 
-    .venv/bin/python bench/ingress.py [--tiny]
+    .venv/bin/python bench/ingress.py [--tiny] [--baseline TREE]
 
 The servers get the same load in the same run, in alternating rounds: 1, 8
 and 32 parallel connections, each sending one 10 KB message per connection (as
@@ -12,6 +12,10 @@ serves Conduit's own protocol class (ingress.protocol.LeanSMTP) with the same
 discarding handler: the ingress's ratio to it is what storing costs, apart from
 what the protocol costs. Then memory: the ingress's peak RSS over those runs,
 and its RSS before and after one 25 MB message (the bare server alongside).
+
+With ``--baseline TREE`` another checkout's ingress (its own database, as
+many processes) takes its turn in the same rounds: a change is measured against
+the code before it on the same machine in the same minutes.
 """
 
 from __future__ import annotations
@@ -36,6 +40,25 @@ RCPT = "inbox@bench.example"
 TARGET_RATIO = 0.60  # of the bare server, at 8 and 32 connections
 TARGET_PEAK_MB = 150
 TARGET_BIG_GROWTH = 3.0  # x the message size
+
+
+# The one webhook every message goes to, created the same way in this tree
+# and in a baseline's (as source, so it runs against that tree's models).
+SETUP = f"""
+from accounts.models import Account
+from domains.models import Domain
+from webhooks.models import Webhook
+
+account = Account.objects.create_user(email="bench@bench.example", password=None)
+domain = Domain.objects.create(account=account, name="bench.example", verified=True)
+Webhook.objects.create(
+    account=account,
+    domain=domain,
+    address={RCPT!r},
+    target_url="http://127.0.0.1:9/never-delivered",
+    secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+)
+"""
 
 
 @dataclass
@@ -155,26 +178,19 @@ def tree_peaks(pid: int) -> dict[str, float]:
 
 
 def main() -> None:
-    args = harness.arguments(__doc__.splitlines()[0])
+    args = harness.arguments(__doc__.splitlines()[0], baseline=True)
     bench = harness.Bench("ingress", tiny=args.tiny, out=args.out, keep_logs=args.keep_logs)
     rounds, warmup, duration = (1, 0.3, 1.0) if args.tiny else (2, 1.0, 10.0)
+    baseline = harness.Checkout.at(args.baseline, bench) if args.baseline else None
 
     harness.prepare_database(bench)
     harness.claim_redis(bench)
     harness.setup_django(bench)
-    from accounts.models import Account
-    from domains.models import Domain
-    from webhooks.models import Delivery, InboundMessage, Webhook
-
-    account = Account.objects.create_user(email="bench@bench.example", password=None)
-    domain = Domain.objects.create(account=account, name="bench.example", verified=True)
-    Webhook.objects.create(
-        account=account,
-        domain=domain,
-        address=RCPT,
-        target_url="http://127.0.0.1:9/never-delivered",
-        secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-    )
+    exec(SETUP)  # the same lines run in the baseline's Django below
+    if baseline is not None:
+        harness.prepare_database(bench, checkout=baseline)
+        baseline.run_in_django(bench, SETUP)
+    from webhooks.models import Delivery, InboundMessage
 
     with harness.terminate_cleanly(), harness.Services(bench) as services:
         bare = services.start("bare", [harness.PYTHON, "bench/bare_smtpd.py"])
@@ -191,6 +207,9 @@ def main() -> None:
             "conduit": (ingress_port, ingress.pid),
             "conduit_1": (single_port, single.pid),
         }
+        if baseline is not None:
+            before, before_port = services.ingress("baseline", checkout=baseline)
+            servers["baseline"] = (before_port, before.pid)
         processes = len(harness.children(ingress.pid)) or 1
 
         results = []
@@ -221,6 +240,9 @@ def main() -> None:
             row["ratio_1"] = row["conduit_1_msgs_per_s"] / bare_rate if bare_rate else 0
             lean_rate = row["lean_msgs_per_s"]
             row["ratio_lean"] = row["conduit_msgs_per_s"] / lean_rate if lean_rate else 0
+            if baseline is not None:
+                before_rate = row["baseline_msgs_per_s"]
+                row["ratio_baseline"] = row["conduit_msgs_per_s"] / before_rate
             row["errors"] = sum(r.errors for loads in runs.values() for r in loads)
             row["client_cores"] = max(r.client_cores for loads in runs.values() for r in loads)
             results.append(row)
@@ -249,6 +271,14 @@ def main() -> None:
             f"{r['client_cores']:.2f}",
             r["errors"],
         ]
+        + (
+            [
+                f"{r['baseline_msgs_per_s']:.1f} ({r['ratio_baseline']:.0%}), "
+                f"{r['baseline_cpu_ms_per_msg']:.1f} ms/msg"
+            ]
+            if baseline is not None
+            else []
+        )
         for r in results
     ]
     print()
@@ -265,7 +295,12 @@ def main() -> None:
                 "server CPU ms/msg (bare / lean / Conduit / 1 process)",
                 "client cores",
                 "errors",
-            ],
+            ]
+            + (
+                [f"baseline {baseline.root.name}: msg/s (Conduit's ratio to it), CPU"]
+                if baseline is not None
+                else []
+            ),
             rows,
         )
     )
@@ -319,6 +354,7 @@ def main() -> None:
                 "big_message": big,
                 "big_message_bare": big_bare,
             },
+            "baseline": str(baseline.root) if baseline is not None else None,
             "stored_messages": stored,
             "stored_deliveries": deliveries,
             "targets": {
