@@ -120,6 +120,15 @@ if DATABASE_URL:
     except ValueError as exc:
         raise ImproperlyConfigured(f"DATABASE_URL is not a usable database URL: {exc}") from None
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # Prepared statements (Django leaves them off for connection poolers): the
+    # statements the pipeline's storage binds server-side, above all the
+    # ingress's group INSERT, are then planned once per connection instead of
+    # on every run. Django's own queries bind on the client and are never
+    # prepared. A prepare_threshold in DATABASE_URL wins; README, "Database".
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool(
+        "CONDUIT_PREPARED_STATEMENTS", True
+    ):
+        DATABASES["default"].setdefault("OPTIONS", {}).setdefault("prepare_threshold", 5)
 else:
     VAR_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {

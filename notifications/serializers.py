@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from conduit import strict
 from notifications.models import EVENT_CHOICES, EVENTS, Notification, NotificationSettings
-from webhooks import validation
+from webhooks.serializers import checked_target_url
 from webhooks.signing import mask_secret
 
 MAX_INTERVAL_MINUTES = 7 * 24 * 60
@@ -50,18 +50,7 @@ class UpdateNotificationSettingsRequestSerializer(serializers.Serializer):
     )
 
     def validate_webhook_url(self, value: str) -> str:
-        if not value:
-            return value
-        try:
-            validation.check_target_url(
-                value,
-                allow_http=settings.CONDUIT_ALLOW_HTTP_TARGETS,
-                allow_private=settings.CONDUIT_ALLOW_PRIVATE_TARGETS,
-                name_setting=settings.DEBUG,
-            )
-        except ValueError as exc:
-            raise serializers.ValidationError(str(exc)) from None
-        return value
+        return checked_target_url(value) if value else value
 
     def validate_interval_minutes(self, value: int) -> int:
         minimum = settings.CONDUIT_NOTIFY_MIN_INTERVAL_MINUTES

@@ -27,12 +27,12 @@ ROOT = Path(__file__).resolve().parent.parent
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
 
-def run_bench(name: str, out: Path, *, chart: bool = True) -> dict:
+def run_bench(name: str, out: Path, *extra: str, chart: bool = True) -> dict:
     env = dict(os.environ)
     env.pop("BENCH_DATABASE_URL", None)
     env.pop("BENCH_REDIS_URL", None)
     proc = subprocess.run(
-        [sys.executable, f"bench/{name}.py", "--tiny", "--out", str(out)],
+        [sys.executable, f"bench/{name}.py", "--tiny", "--out", str(out), *extra],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -49,14 +49,18 @@ def run_bench(name: str, out: Path, *, chart: bool = True) -> dict:
 
 
 def test_it_measures_the_ingress_against_a_bare_server(tmp_path: Path) -> None:
-    result = run_bench("ingress", tmp_path)
+    # This very tree as the baseline checkout: another tree's ingress, its own
+    # database, in the same rounds.
+    result = run_bench("ingress", tmp_path, "--baseline", str(ROOT))
     levels = {row["connections"]: row for row in result["throughput"]}
     assert set(levels) == {1, 8, 32}
     for row in levels.values():
         assert row["bare_msgs_per_s"] > 0
         assert row["lean_msgs_per_s"] > 0
         assert row["conduit_msgs_per_s"] > 0
+        assert row["baseline_msgs_per_s"] > 0
         assert row["errors"] == 0
+    assert result["baseline"] == str(ROOT)
     assert result["stored_messages"] > 0
     assert result["stored_messages"] == result["stored_deliveries"]
     assert result["memory"]["big_message"]["message_mb"] > 20

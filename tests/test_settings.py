@@ -255,3 +255,28 @@ def test_it_refuses_a_maximum_retention_below_the_default():
     result = _check({**env, "CONDUIT_RAW_MESSAGE_MAX_RETENTION_DAYS": "5"})
     assert result.returncode != 0
     assert "CONDUIT_RAW_MESSAGE_MAX_RETENTION_DAYS=5 is below" in result.stderr
+
+
+def _database_options(**env: str) -> str:
+    code = "from django.conf import settings; print(settings.DATABASES['default'].get('OPTIONS'))"
+    clean = {k: v for k, v in os.environ.items() if k != "CONDUIT_PREPARED_STATEMENTS"}
+    clean.update(SECRET_KEY="s", DJANGO_SETTINGS_MODULE="conduit.settings", **env)
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); " + code],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_prepared_statements_are_on_for_postgresql_unless_switched_off():
+    url = "postgres://postgres@127.0.0.1:5432/conduit"
+    assert _database_options(DATABASE_URL=url) == "{'prepare_threshold': 5}"
+    assert _database_options(DATABASE_URL=url, CONDUIT_PREPARED_STATEMENTS="false") == "{}"
+    # DATABASE_URL's own choice wins.
+    options = _database_options(DATABASE_URL=url + "?prepare_threshold=0")
+    assert options == "{'prepare_threshold': 0}"

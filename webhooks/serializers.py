@@ -68,6 +68,22 @@ RESPONSE_EXCERPT = 1000
 
 
 @extend_schema_field(serializers.ChoiceField(choices=PayloadFormat.choices))
+def checked_target_url(value: str) -> str:
+    """``value`` if this instance may send to it (webhooks.validation under
+    CONDUIT_ALLOW_HTTP_TARGETS / CONDUIT_ALLOW_PRIVATE_TARGETS), else a
+    ValidationError saying why: for webhook targets and notification webhooks alike."""
+    try:
+        validation.check_target_url(
+            value,
+            allow_http=settings.CONDUIT_ALLOW_HTTP_TARGETS,
+            allow_private=settings.CONDUIT_ALLOW_PRIVATE_TARGETS,
+            name_setting=settings.DEBUG,
+        )
+    except ValueError as exc:
+        raise serializers.ValidationError(str(exc)) from None
+    return value
+
+
 class PayloadFormatField(strict.CharField):
     """A payload format's name. An unknown one is refused by the service
     (422 ``unknown_payload_format``, listing the known ones), not here, so that
@@ -145,16 +161,7 @@ class _WebhookFieldsSerializer(serializers.Serializer):
         return f"{local}@{domain}"
 
     def validate_target_url(self, value: str) -> str:
-        try:
-            validation.check_target_url(
-                value,
-                allow_http=settings.CONDUIT_ALLOW_HTTP_TARGETS,
-                allow_private=settings.CONDUIT_ALLOW_PRIVATE_TARGETS,
-                name_setting=settings.DEBUG,
-            )
-        except ValueError as exc:
-            raise serializers.ValidationError(str(exc)) from None
-        return value
+        return checked_target_url(value)
 
     def validate_custom_headers(self, value: dict) -> dict:
         try:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import threading
 import uuid
 from collections import Counter
@@ -49,6 +50,8 @@ from webhooks.models import (
     RecoveryJob,
     Webhook,
 )
+
+logger = logging.getLogger("conduit.storage")
 
 # The PostgreSQL fast paths are taken when this is true and the database is
 # PostgreSQL; the tests turn it off to run the ORM half on PostgreSQL too.
@@ -137,8 +140,8 @@ def _insert_sql(alias: str) -> str:
     ``unnest`` of one array per column that differs by row (_ROW_COLUMNS), the
     other columns one parameter each. The text is the same for any number of
     rows, so it is built once, and psycopg converts it once (its query cache).
-    PostgreSQL plans it on every execution unless DATABASE_URL turns prepared
-    statements on (Django leaves them off for connection poolers; README)."""
+    PostgreSQL plans it once per connection, as a prepared statement, unless
+    CONDUIT_PREPARED_STATEMENTS is off (_execute_prepared; README)."""
     db = connections[alias]
     quote = db.ops.quote_name
 
@@ -334,8 +337,40 @@ def _insert_together(
     params["account_message_count"] = list(counted.values())
     connection.ensure_connection()
     with connection.wrap_database_errors:
-        _binding_cursor().execute(_insert_sql(connection.alias), params)
+        _execute_prepared(_insert_sql(connection.alias), params)
     return accepted
+
+
+def _execute_prepared(statement: str, params: dict[str, Any]) -> None:
+    """Run a statement on the binding cursor, which PostgreSQL prepares after
+    a few runs when prepared statements are on (CONDUIT_PREPARED_STATEMENTS).
+
+    A connection pooler that gives each transaction another server connection
+    (PgBouncer before 1.21 in transaction mode) loses them, and the next run
+    of a prepared statement fails. Then this connection stops preparing, a
+    warning says how to switch them off, and the statement runs again at once
+    when it was alone in its transaction (in a larger one the caller's retry
+    takes it: the group commit stores its messages one by one).
+    """
+    from psycopg import errors
+
+    cursor = _binding_cursor()
+    try:
+        cursor.execute(statement, params)
+    except (errors.InvalidSqlStatementName, errors.DuplicatePreparedStatement):
+        raw = cursor.connection
+        if raw.prepare_threshold is None:
+            raise
+        raw.prepare_threshold = None
+        logger.warning(
+            "A prepared statement went missing on the database connection: a connection pooler "
+            "is probably in transaction mode. This connection no longer prepares statements; set "
+            "CONDUIT_PREPARED_STATEMENTS=false (or use PgBouncer 1.21+ with "
+            "max_prepared_statements) to stop this warning."
+        )
+        if connection.in_atomic_block:
+            raise
+        cursor.execute(statement, params)
 
 
 # Each thread's server-side binding cursor, kept for its connection's life.

@@ -277,3 +277,62 @@ def test_a_raw_message_is_stored_compressed_with_lz4_and_read_back_whole(
     assert compression == "lz4"
     assert stored_size < len(raw) / 4
     assert bytes(InboundMessage.objects.get(id=accepted.message_id).raw) == raw
+
+
+def _prepared_inserts() -> list[str]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT statement FROM pg_prepared_statements "
+            "WHERE statement LIKE 'WITH new_messages AS (INSERT INTO%%'"
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_single_statement_is_prepared_after_a_few_runs(alice, alice_domain, storage_half):
+    # CONDUIT_PREPARED_STATEMENTS is on by default: PostgreSQL plans the
+    # ingress's INSERT once per connection, not on every group.
+    if storage_half != "postgresql":
+        pytest.skip("the ORM half uses Django's cursors, which bind on the client")
+    webhook = make_webhook(alice, alice_domain, "http://127.0.0.1:9/")
+    for _ in range(4):
+        accept.messages_accept(_new_messages(webhook, webhook)[3:], enqueue=False)
+    assert _prepared_inserts() == []
+    for _ in range(3):
+        accept.messages_accept(_new_messages(webhook, webhook)[3:], enqueue=False)
+    assert len(_prepared_inserts()) == 1
+    assert InboundMessage.objects.count() == 7
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lost_prepared_statement_turns_preparing_off_and_loses_nothing(
+    alice, alice_domain, storage_half, caplog
+):
+    # What a pooler in transaction mode does: the next server connection has
+    # never seen the statement psycopg prepared. (Through libpq itself, as
+    # psycopg forgets its statements when it sees a DEALLOCATE go by.)
+    if storage_half != "postgresql":
+        pytest.skip("the ORM half uses Django's cursors, which bind on the client")
+    from django.db import connection
+
+    webhook = make_webhook(alice, alice_domain, "http://127.0.0.1:9/")
+    for _ in range(6):
+        accept.messages_accept(_new_messages(webhook, webhook)[3:], enqueue=False)
+    assert len(_prepared_inserts()) == 1
+    connection.connection.pgconn.exec_(b"DEALLOCATE ALL")
+
+    storage.logger.addHandler(caplog.handler)  # whatever the logging config left behind
+    try:
+        accepted = accept.messages_accept(_new_messages(webhook, webhook)[3:], enqueue=False)
+    finally:
+        storage.logger.removeHandler(caplog.handler)
+
+    assert InboundMessage.objects.filter(id=accepted[0].message_id).exists()
+    assert connection.connection.prepare_threshold is None
+    assert "CONDUIT_PREPARED_STATEMENTS=false" in caplog.text
+    for _ in range(6):
+        accept.messages_accept(_new_messages(webhook, webhook)[3:], enqueue=False)
+    assert _prepared_inserts() == []
+    assert InboundMessage.objects.count() == 13
