@@ -78,6 +78,20 @@ def test_it_names_a_bad_variable():
     assert "CONDUIT_DNS_TIMEOUT='soon' is not a number" in result.stderr
 
 
+def _printed_by_django(code: str, env: dict[str, str]) -> str:
+    """What ``code`` prints in a fresh process with Django set up under ``env``."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup(); " + code],
+        cwd=ROOT,
+        env={**env, "DJANGO_SETTINGS_MODULE": "conduit.settings"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def test_it_falls_back_to_sqlite_and_a_serverless_broker(tmp_path):
     code = (
         "from django.conf import settings; "
@@ -85,19 +99,8 @@ def test_it_falls_back_to_sqlite_and_a_serverless_broker(tmp_path):
         "print(settings.CACHES['default']['BACKEND'])"
     )
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
-    env.update(
-        SECRET_KEY="s", CONDUIT_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="conduit.settings"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", "import django; django.setup(); " + code],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    engine, broker, cache = result.stdout.split()
+    env.update(SECRET_KEY="s", CONDUIT_VAR_DIR=str(tmp_path))
+    engine, broker, cache = _printed_by_django(code, env).split()
     assert engine == "django.db.backends.sqlite3"
     assert broker == "filesystem://localhost/"
     assert cache.endswith("FileBasedCache")
@@ -260,17 +263,8 @@ def test_it_refuses_a_maximum_retention_below_the_default():
 def _database_options(**env: str) -> str:
     code = "from django.conf import settings; print(settings.DATABASES['default'].get('OPTIONS'))"
     clean = {k: v for k, v in os.environ.items() if k != "CONDUIT_PREPARED_STATEMENTS"}
-    clean.update(SECRET_KEY="s", DJANGO_SETTINGS_MODULE="conduit.settings", **env)
-    result = subprocess.run(
-        [sys.executable, "-c", "import django; django.setup(); " + code],
-        cwd=ROOT,
-        env=clean,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
+    clean.update(SECRET_KEY="s", **env)
+    return _printed_by_django(code, clean).strip()
 
 
 def test_prepared_statements_are_on_for_postgresql_unless_switched_off():
