@@ -124,7 +124,7 @@ if DATABASE_URL:
     # statements the pipeline's storage binds server-side, above all the
     # ingress's group INSERT, are then planned once per connection instead of
     # on every run. Django's own queries bind on the client and are never
-    # prepared. A prepare_threshold in DATABASE_URL wins; README, "Database".
+    # prepared. A prepare_threshold in DATABASE_URL wins (README).
     if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool(
         "CONDUIT_PREPARED_STATEMENTS", True
     ):
