@@ -67,7 +67,6 @@ DELIVERY_STATUSES = Delivery.Status.values
 RESPONSE_EXCERPT = 1000
 
 
-@extend_schema_field(serializers.ChoiceField(choices=PayloadFormat.choices))
 def checked_target_url(value: str) -> str:
     """``value`` if this instance may send to it (webhooks.validation under
     CONDUIT_ALLOW_HTTP_TARGETS / CONDUIT_ALLOW_PRIVATE_TARGETS), else a
@@ -84,6 +83,7 @@ def checked_target_url(value: str) -> str:
     return value
 
 
+@extend_schema_field(serializers.ChoiceField(choices=PayloadFormat.choices))
 class PayloadFormatField(strict.CharField):
     """A payload format's name. An unknown one is refused by the service
     (422 ``unknown_payload_format``, listing the known ones), not here, so that

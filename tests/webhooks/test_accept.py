@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import replace
 from datetime import timedelta
@@ -323,7 +324,9 @@ def test_a_lost_prepared_statement_turns_preparing_off_and_loses_nothing(
     assert len(_prepared_inserts()) == 1
     connection.connection.pgconn.exec_(b"DEALLOCATE ALL")
 
-    storage.logger.addHandler(caplog.handler)  # whatever the logging config left behind
+    # Whatever level and handlers earlier tests' logging config left behind.
+    caplog.set_level(logging.WARNING, logger=storage.logger.name)
+    storage.logger.addHandler(caplog.handler)
     try:
         accepted = accept.messages_accept(_new_messages(webhook, webhook)[3:], enqueue=False)
     finally:
