@@ -54,6 +54,13 @@ def arguments(description: str, *, baseline: bool = False) -> argparse.Namespace
             help="also run this other checkout of the project (with its own .venv) in the "
             "same rounds, e.g. the commit before a change",
         )
+        parser.add_argument(
+            "--rounds",
+            type=int,
+            default=None,
+            help="alternating rounds per load (default 2; more to read a small change "
+            "through a noisy machine)",
+        )
     parser.add_argument(
         "--tiny", action="store_true", help="a few messages/requests in seconds (used by tests)"
     )
