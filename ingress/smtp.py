@@ -165,8 +165,11 @@ def protocol_factory(
     Protocol.live = live
 
     def factory() -> Protocol:
+        # Called by the loop for each connection. Without ``loop`` aiosmtpd's
+        # constructor finds it itself, under catch_warnings, on every connection.
         return Protocol(
             handler,
+            loop=asyncio.get_running_loop(),
             data_size_limit=settings.CONDUIT_MAX_MESSAGE_BYTES,
             enable_SMTPUTF8=True,
             hostname=hostname,

@@ -144,6 +144,24 @@ def test_the_protocol_finds_every_hook_through_its_short_dir():
     assert {"MAIL", "RCPT", "DATA"} <= set(protocol._handle_hooks)
 
 
+def test_each_connection_is_given_the_running_loop_not_left_to_find_it():
+    # aiosmtpd looks the loop up under catch_warnings when it is not given one:
+    # a cost on every connection that the factory avoids.
+    import asyncio
+    from unittest import mock
+
+    import aiosmtpd.smtp
+
+    from ingress.smtp import protocol_factory
+
+    async def build():
+        return protocol_factory(hostname="mx.test")(), asyncio.get_running_loop()
+
+    with mock.patch.object(aiosmtpd.smtp, "make_loop", side_effect=AssertionError("looked up")):
+        protocol, loop = asyncio.run(build())
+    assert protocol.loop is loop
+
+
 def test_the_ehlo_hook_is_taken_for_its_five_argument_form_from_its_kept_signature():
     # aiosmtpd's constructor reads handle_EHLO's signature on every connection
     # to choose how to call it; the one kept on the function must read as the
