@@ -165,7 +165,8 @@ def prepare_database(bench: Bench, *, checkout: Checkout | None = None) -> None:
     """
     import psycopg
 
-    url = checkout.database_url if checkout else bench.database_url
+    tree = checkout or Checkout.this(bench)
+    url = tree.database_url
     parts = urlsplit(url)
     name = parts.path.lstrip("/")
     if not re.fullmatch(r"[A-Za-z0-9_]+", name):
@@ -184,9 +185,9 @@ def prepare_database(bench: Bench, *, checkout: Checkout | None = None) -> None:
             "one its own with BENCH_DATABASE_URL."
         )
     subprocess.run(
-        [checkout.python if checkout else PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"],
-        cwd=checkout.root if checkout else ROOT,
-        env=checkout.env(bench) if checkout else bench.env(),
+        [tree.python, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=tree.root,
+        env=tree.env(bench),
         check=True,
     )
     with psycopg.connect(_libpq_url(url), autocommit=True) as conn:
@@ -211,21 +212,24 @@ class Checkout:
 
     root: Path
     database_url: str
+    python: str
 
     @classmethod
     def at(cls, root: Path, bench: Bench) -> Checkout:
         root = root.resolve()
-        if not (root / "manage.py").is_file() or not (root / ".venv/bin/python").is_file():
+        python = root / ".venv/bin/python"
+        if not (root / "manage.py").is_file() or not python.is_file():
             raise SystemExit(f"{root} is not a checkout of the project with its own .venv")
         parts = urlsplit(bench.database_url)
-        return cls(root, _with_path(bench.database_url, f"{parts.path}_baseline"))
+        return cls(root, _with_path(bench.database_url, f"{parts.path}_baseline"), str(python))
 
-    @property
-    def python(self) -> str:
-        return str(self.root / ".venv/bin/python")
+    @classmethod
+    def this(cls, bench: Bench) -> Checkout:
+        """This tree, run by this interpreter, on the benchmark's own database."""
+        return cls(ROOT, bench.database_url, PYTHON)
 
     def env(self, bench: Bench, **extra: str) -> dict[str, str]:
-        return bench.env(DATABASE_URL=self.database_url, **extra)
+        return bench.env(**{"DATABASE_URL": self.database_url, **extra})
 
     def run_in_django(self, bench: Bench, code: str) -> None:
         """Run ``code`` in that tree's Django (its models, its database)."""
@@ -405,10 +409,19 @@ class Services:
         name: str,
         argv: Sequence[str],
         on_line: Callable[[str], None] | None = None,
+        *,
+        checkout: Checkout | None = None,
         **env: str,
     ) -> Service:
+        """Start ``argv`` in this tree, or in ``checkout`` with its database."""
+        tree = checkout or Checkout.this(self.bench)
         service = Service(
-            name, argv, env=self.bench.env(**env), logdir=self.logdir, on_line=on_line
+            name,
+            argv,
+            env=tree.env(self.bench, **env),
+            logdir=self.logdir,
+            on_line=on_line,
+            cwd=tree.root,
         )
         self.started.append(service)
         return service
@@ -435,18 +448,9 @@ class Services:
         self, name: str = "ingress", *, checkout: Checkout | None = None, **env: str
     ) -> tuple[Service, int]:
         """The ingress as ``manage.py ingress`` starts it: this tree's, or ``checkout``'s."""
-        argv = ["manage.py", "ingress", "--host", "127.0.0.1", "--port", "0"]
-        if checkout is None:
-            service = self.start(name, [PYTHON, *argv], **env)
-        else:
-            service = Service(
-                name,
-                [checkout.python, *argv],
-                env=checkout.env(self.bench, **env),
-                logdir=self.logdir,
-                cwd=checkout.root,
-            )
-            self.started.append(service)
+        python = (checkout or Checkout.this(self.bench)).python
+        argv = [python, "manage.py", "ingress", "--host", "127.0.0.1", "--port", "0"]
+        service = self.start(name, argv, checkout=checkout, **env)
         port = int(service.wait_for(r"SMTP ingress listening on [\d.]+:(\d+)", 60).group(1))
         return service, port
 
